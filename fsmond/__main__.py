@@ -1,0 +1,3 @@
+from fsmond.cli import fsmond_main
+
+raise SystemExit(fsmond_main())

@@ -1,0 +1,198 @@
+"""The contract between layers: what sources observe and what the engine publishes.
+
+Sources turn kernel facts into *observations* (MountSnapshot, SpaceSample,
+KernelReport, ...). The pure engine turns observations into *events* (Event)
+and state. Publishers only ever see Events and read-only state. Everything
+here is a frozen dataclass so a value can cross threads and layers safely.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DevNum = tuple[int, int]
+"""A superblock's device number (major, minor), as in mountinfo field 3."""
+
+ROOT_PATH = "/org/fsmond/FsMon1"
+FS_PATH_PREFIX = ROOT_PATH + "/fs/"
+
+CLASSES = ("info", "warn", "err", "thr")
+
+
+def dev_str(dev: DevNum | None) -> str:
+    """'major:minor', or '' when there is no device."""
+    return "" if dev is None else f"{dev[0]}:{dev[1]}"
+
+
+def fs_object_path(dev: DevNum | None) -> str:
+    """The D-Bus object path of a file system, '/' for none (SPEC section 1)."""
+    return "/" if dev is None else f"{FS_PATH_PREFIX}{dev[0]}_{dev[1]}"
+
+
+def format_time(t: float) -> str:
+    """UTC with microseconds, ISO 8601 with a Z."""
+    return (
+        _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+    )
+
+
+# ---------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True, slots=True)
+class MountEntry:
+    """One mount, as both backends see it (fields named as in mountinfo)."""
+
+    mount_id: int  # the mountinfo id (statmount's mnt_id_old), same on both backends
+    parent_id: int
+    device: DevNum  # of the superblock
+    root: str  # the root of the mount within the file system
+    mount_point: str
+    options: str  # per-mount options, e.g. "rw,nosuid,relatime"
+    fstype: str  # "ext4", or "fuse.sshfs" with the subtype
+    source: str  # "/dev/loop0", "tmpfs", "none"
+    super_options: str  # superblock options, e.g. "rw,size=1024k"
+
+
+@dataclass(frozen=True, slots=True)
+class MountSnapshot:
+    """The whole mount table (start, resync after overflow, a mountinfo re-read)."""
+
+    entries: tuple[MountEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MountDelta:
+    """What changed, when the kernel said which mounts (fanotify + statmount)."""
+
+    added: tuple[MountEntry, ...] = ()
+    removed: tuple[int, ...] = ()  # mount ids
+    changed: tuple[MountEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceSample:
+    """One statvfs of a file system, in bytes and inodes (already multiplied by f_frsize)."""
+
+    device: DevNum
+    size: int
+    free: int
+    available: int
+    files: int
+    files_free: int
+    files_available: int
+    block_size: int  # f_frsize, for levels given in blocks
+
+
+@dataclass(frozen=True, slots=True)
+class Unresponsive:
+    """statvfs of this file system did not return within `timeout` seconds."""
+
+    device: DevNum
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Responsive:
+    """A file system that was unresponsive answered statvfs again."""
+
+    device: DevNum
+
+
+@dataclass(frozen=True, slots=True)
+class SuperOptions:
+    """The superblock options of a file system as read now (emergency_ro shows here)."""
+
+    device: DevNum
+    super_options: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelReport:
+    """The kernel reported something about a file system or its device."""
+
+    kind: str  # "error" | "read-only" | "no-space"
+    source: str  # "kmsg" | "fanotify" | "superblock" | "sysfs"
+    device: DevNum | None  # resolved device number; None when it could not be resolved
+    devname: str = ""  # the name the kernel used ("loop0", "sda1"), if any
+    errno: int = 0
+    count: int = 1
+    function: str = ""
+    message: str = ""
+    pid: int = 0
+    comm: str = ""
+    replayed: bool = False  # read from the kmsg backlog at start
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorHistory:
+    """Errors a file system recorded before fsmond started (ext4 sysfs): state, no event."""
+
+    device: DevNum
+    count: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChange:
+    """A udev block-device event."""
+
+    action: str  # "added" | "removed" | "changed" | "media-change"
+    device: DevNum | None
+    devnode: str
+    subsystem: str
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+
+Observation = (
+    MountSnapshot
+    | MountDelta
+    | SpaceSample
+    | Unresponsive
+    | Responsive
+    | SuperOptions
+    | KernelReport
+    | ErrorHistory
+    | DeviceChange
+)
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event (SPEC section 3). `cls` is the event class."""
+
+    seq: int
+    time: float  # seconds since the epoch
+    cls: str  # info | warn | err | thr | device
+    name: str
+    fs: str = "/"  # file-system object path
+    mount_point: str = ""
+    fstype: str = ""
+    source: str = ""
+    device: str = ""  # "major:minor"
+    pid: int = 0
+    comm: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of --print-events and MQTT."""
+        return {
+            "seq": self.seq,
+            "time": format_time(self.time),
+            "class": self.cls,
+            "name": self.name,
+            "fs": self.fs,
+            "mount_point": self.mount_point,
+            "fstype": self.fstype,
+            "source": self.source,
+            "device": self.device,
+            "pid": self.pid,
+            "comm": self.comm,
+            "details": dict(self.details),
+        }
