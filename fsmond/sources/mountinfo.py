@@ -1,0 +1,79 @@
+"""Pure parser of /proc/<pid>/mountinfo text (proc(5)), no I/O.
+
+Each line is `id parent maj:min root mount_point options [optional...] -
+fstype source super_options`. The kernel escapes space, tab, newline and
+backslash in paths as 3-digit octal (`\\040`, `\\011`, `\\012`, `\\134`), so a
+line never holds a raw separator. Paths are bytes in the kernel; they are
+decoded with surrogateescape so invalid UTF-8 survives a round trip.
+
+`MountinfoParser` keeps the entry of every line it has parsed: a re-read after
+a change parses only the lines that are new, so a storm over a large table
+costs a read and a dictionary look-up per line, not a full parse.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fsmond.errors import KernelFormatError
+from fsmond.events import MountEntry
+
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+def unescape(field: bytes) -> str:
+    """Decode the kernel's octal escapes, then the bytes (surrogateescape)."""
+    if b"\\" in field:
+        field = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8) & 0xFF]), field)
+    return field.decode("utf-8", "surrogateescape")
+
+
+def parse_line(line: bytes) -> MountEntry:
+    """One mountinfo line (without its newline) -> MountEntry."""
+    fields = line.split(b" ")
+    try:
+        sep = fields.index(b"-", 6)
+        mount_id, parent_id = int(fields[0]), int(fields[1])
+        major, minor = (int(x) for x in fields[2].split(b":"))
+        fstype, source, super_options = fields[sep + 1 : sep + 4]
+    except ValueError as e:
+        raise KernelFormatError(f"bad mountinfo line {line[:200]!r}: {e}") from None
+    if len(fields) != sep + 4:
+        raise KernelFormatError(f"bad mountinfo line {line[:200]!r}: wrong field count")
+    return MountEntry(
+        mount_id=mount_id,
+        parent_id=parent_id,
+        device=(major, minor),
+        root=unescape(fields[3]),
+        mount_point=unescape(fields[4]),
+        options=fields[5].decode("ascii", "replace"),
+        fstype=unescape(fstype),
+        source=unescape(source),
+        super_options=unescape(super_options),
+    )
+
+
+def parse_mountinfo(text: bytes | str) -> tuple[MountEntry, ...]:
+    """The whole table; a bad line raises KernelFormatError."""
+    return MountinfoParser().parse(text)
+
+
+class MountinfoParser:
+    """Parses tables incrementally: unchanged lines come from a cache."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, MountEntry] = {}
+
+    def parse(self, text: bytes | str) -> tuple[MountEntry, ...]:
+        data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+        cache = self._cache
+        fresh: dict[bytes, MountEntry] = {}
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            entry = cache.get(line)
+            if entry is None:
+                entry = parse_line(line)
+            fresh[line] = entry
+        self._cache = fresh
+        return tuple(fresh.values())
