@@ -1,0 +1,338 @@
+"""The engine: observations in, numbered events and state out. Pure.
+
+How it works: `process(observation, now)` routes each observation to the
+mount table or to the file system it concerns and turns what they report
+into `Event`s with the next sequence number. The engine is told the time
+and never reads a clock, a file or a socket, so every behaviour can be
+replayed in a test. Which file systems are watched comes from a `Policy`
+(the configuration) plus run-time watches (AddWatch/RemoveWatch). What
+publishers must refresh (objects added, removed, changed; mount changes)
+accumulates until `take_updates()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
+from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
+from fsmond.errors import NotFoundError
+from fsmond.events import (
+    DeviceChange,
+    DevNum,
+    ErrorHistory,
+    Event,
+    KernelReport,
+    MountDelta,
+    MountEntry,
+    MountSnapshot,
+    Observation,
+    Responsive,
+    SpaceSample,
+    SuperOptions,
+    Unresponsive,
+    dev_str,
+    fs_object_path,
+)
+
+
+class Policy(Protocol):
+    """What the engine asks of the configuration."""
+
+    def watch_for(self, mount_point: str) -> WatchSpec | None: ...
+    def ignored_fstype(self, fstype: str) -> bool: ...
+
+
+@dataclass
+class Updates:
+    """What publishers must refresh since the last `take_updates()`."""
+
+    fs_added: set[DevNum] = field(default_factory=set)
+    fs_removed: set[DevNum] = field(default_factory=set)
+    fs_changed: set[DevNum] = field(default_factory=set)
+    mount_changes: list[MountChange] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.fs_added or self.fs_removed or self.fs_changed or self.mount_changes)
+
+
+def _mount_order(e: MountEntry) -> tuple[bool, int, str]:
+    # The mount that best names a file system: its whole root, the shortest path.
+    return (e.root != "/", len(e.mount_point), e.mount_point)
+
+
+class Engine:
+    def __init__(self, policy: Policy, log_size: int = 4096) -> None:
+        self.policy = policy
+        self.mounts = MountTable(log_size)
+        self.filesystems: dict[DevNum, FileSystem] = {}
+        self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
+        self.seq = 0
+        self.started = False
+        self._by_device: dict[DevNum, set[int]] = {}
+        self._history: dict[DevNum, ErrorHistory] = {}
+        self._updates = Updates()
+
+    # ------------------------------------------------------------------ input
+
+    def process(self, obs: Observation, now: float) -> list[Event]:
+        if isinstance(obs, MountSnapshot | MountDelta):
+            return self._on_mounts(obs, now)
+        if isinstance(obs, KernelReport | DeviceChange):
+            return self._on_unowned(obs, now)
+        fs = self.filesystems.get(obs.device)
+        if fs is None:
+            if isinstance(obs, ErrorHistory):
+                self._history[obs.device] = obs
+            return []
+        notices: list[Notice]
+        if isinstance(obs, SpaceSample):
+            notices = fs.on_sample(obs, now)
+        elif isinstance(obs, Unresponsive):
+            notices = fs.on_unresponsive(obs.timeout)
+        elif isinstance(obs, Responsive):
+            notices = fs.on_responsive()
+        elif isinstance(obs, SuperOptions):
+            if obs.super_options == fs.super_options:
+                return []
+            notices = fs.on_super_options(obs.super_options, admin_remount=False)
+        else:
+            fs.error_count, fs.last_error = obs.count, obs.last_error
+            notices = []
+        self._updates.fs_changed.add(fs.device)
+        return self._number(fs, notices, now)
+
+    def tick(self, now: float) -> list[Event]:
+        """Publish folded error counts whose window has ended."""
+        out: list[Event] = []
+        for fs in self.filesystems.values():
+            notices = fs.flush(now)
+            if notices:
+                self._updates.fs_changed.add(fs.device)
+                out += self._number(fs, notices, now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for fs in self.filesystems.values() if (d := fs.flush_deadline())]
+        return min(deadlines, default=None)
+
+    # ---------------------------------------------------------------- watches
+
+    def set_policy(self, policy: Policy, now: float) -> list[Event]:
+        """A reloaded configuration: re-resolve every file system's watch."""
+        self.policy = policy
+        return self._refresh(list(self._by_device), now)
+
+    def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> list[Event]:
+        if self.mounts.at(mount_point) is None:
+            raise NotFoundError(f"nothing is mounted at {mount_point!r}")
+        self.runtime_watches[mount_point] = spec
+        return self._refresh([self.mounts.at(mount_point).device], now)  # type: ignore[union-attr]
+
+    def remove_watch(self, mount_point: str, now: float) -> list[Event]:
+        entry = self.mounts.at(mount_point)
+        if entry is None or entry.device not in self.filesystems:
+            raise NotFoundError(f"no watch covers {mount_point!r}")
+        for point in self.filesystems[entry.device].mount_points:
+            self.runtime_watches[point] = None
+        return self._refresh([entry.device], now)
+
+    def _watch_for(self, mount_point: str) -> WatchSpec | None:
+        if mount_point in self.runtime_watches:
+            return self.runtime_watches[mount_point]
+        return self.policy.watch_for(mount_point)
+
+    # ----------------------------------------------------------------- queries
+
+    def take_updates(self) -> Updates:
+        updates, self._updates = self._updates, Updates()
+        return updates
+
+    def mounts_of(self, device: DevNum) -> list[MountEntry]:
+        return sorted(
+            (self.mounts.mounts[m] for m in self._by_device.get(device, ())), key=_mount_order
+        )
+
+    def sample_targets(self) -> list[tuple[DevNum, str]]:
+        """One path per watched file system for statvfs (never an autofs trigger:
+        autofs is always ignored, so it never becomes a FileSystem)."""
+        return [(d, fs.mount_points[0]) for d, fs in self.filesystems.items() if fs.mount_points]
+
+    # ------------------------------------------------------------------ mounts
+
+    def _on_mounts(self, obs: MountSnapshot | MountDelta, now: float) -> list[Event]:
+        if isinstance(obs, MountSnapshot):
+            changes = self.mounts.apply_snapshot(obs)
+        else:
+            changes = self.mounts.apply_delta(obs)
+        for c in changes:
+            ids = self._by_device.setdefault(c.entry.device, set())
+            if c.kind == REMOVED:
+                ids.discard(c.entry.mount_id)
+            else:
+                ids.add(c.entry.mount_id)
+        self._updates.mount_changes += changes
+        events: list[Event] = []
+        affected = list(dict.fromkeys(c.entry.device for c in changes))
+        # Unmounts are reported while their file system still exists.
+        events += self._mount_events([c for c in changes if c.kind == REMOVED], now)
+        events += self._refresh(affected, now)
+        events += self._mount_events([c for c in changes if c.kind != REMOVED], now)
+        self.started = True
+        return events
+
+    def _mount_events(self, changes: Iterable[MountChange], now: float) -> list[Event]:
+        out: list[Event] = []
+        for c in changes:
+            fs = self.filesystems.get(c.entry.device)
+            if fs is None:
+                continue
+            e = c.entry
+            if c.kind == CHANGED and c.old is not None:
+                out += self._mount_changed(fs, c.old, e, now)
+                continue
+            if not self.started:
+                continue
+            if c.kind == ADDED:
+                details: dict[str, Any] = {
+                    "options": e.options, "super_options": e.super_options,
+                    "mount_id": e.mount_id}
+                out += self._number(fs, [Notice("info", "mounted", details)], now, e.mount_point)
+            else:
+                notice = Notice("info", "unmounted", {"mount_id": e.mount_id})
+                out += self._number(fs, [notice], now, e.mount_point)
+        return out
+
+    def _mount_changed(
+        self, fs: FileSystem, old: MountEntry, new: MountEntry, now: float
+    ) -> list[Event]:
+        forced = (
+            old.options == new.options
+            and superblock_read_only(new.super_options)
+            and not superblock_read_only(old.super_options)
+        )
+        notices: list[Notice] = []
+        if new.super_options != fs.super_options:
+            notices += fs.on_super_options(new.super_options, admin_remount=not forced)
+            self._updates.fs_changed.add(fs.device)
+        if not forced and (old.options, old.super_options) != (new.options, new.super_options):
+            notices.append(Notice("info", "remounted", {
+                "old_options": old.options, "options": new.options,
+                "old_super_options": old.super_options, "super_options": new.super_options,
+                "mount_id": new.mount_id}))
+        if old.mount_point != new.mount_point:
+            notices.append(Notice("info", "moved", {
+                "old_mount_point": old.mount_point, "mount_id": new.mount_id}))
+        return self._number(fs, notices, now, new.mount_point)
+
+    def _refresh(self, devices: Iterable[DevNum], now: float) -> list[Event]:
+        """Bring FileSystem objects in line with the mounts and watches of these devices."""
+        out: list[Event] = []
+        for dev in devices:
+            entries = self.mounts_of(dev)
+            fs = self.filesystems.get(dev)
+            spec = None
+            if entries and not self.policy.ignored_fstype(entries[0].fstype):
+                spec = next(
+                    (s for e in entries if (s := self._watch_for(e.mount_point)) is not None),
+                    None,
+                )
+            if spec is None:
+                if fs is not None:
+                    out += self._number(fs, [self._watch_notice("watch-removed", fs)], now)
+                    del self.filesystems[dev]
+                    self._updates.fs_removed.add(dev)
+                    self._updates.fs_added.discard(dev)
+                if not entries:
+                    self._by_device.pop(dev, None)
+                continue
+            top = entries[0]
+            if fs is None:
+                fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec)
+                self.filesystems[dev] = fs
+                self._updates.fs_added.add(dev)
+                self._updates.fs_removed.discard(dev)
+                fs.mount_points = [e.mount_point for e in entries]
+                history = self._history.pop(dev, None)
+                if history is not None:
+                    fs.error_count, fs.last_error = history.count, history.last_error
+                notices = [self._watch_notice("watch-added", fs)]
+                if fs.read_only and _forced(top.super_options):
+                    notices.append(fs.read_only_notice("superblock", top.super_options))
+                out += self._number(fs, notices, now)
+                continue
+            fs.mount_points = [e.mount_point for e in entries]
+            self._updates.fs_changed.add(dev)
+            if spec != fs.watch:
+                out += self._number(fs, fs.set_watch(spec), now)
+        return out
+
+    def _watch_notice(self, name: str, fs: FileSystem) -> Notice:
+        w = fs.watch
+        return Notice("info", name, {
+            "classes": list(w.classes), "lower": str(w.lower), "upper": str(w.upper)})
+
+    # -------------------------------------------------------- kernel, devices
+
+    def _fs_of(self, device: DevNum | None) -> FileSystem | None:
+        return self.filesystems.get(device) if device is not None else None
+
+    def _on_unowned(self, obs: KernelReport | DeviceChange, now: float) -> list[Event]:
+        fs = self._fs_of(obs.device)
+        if isinstance(obs, DeviceChange):
+            notice = Notice("device", obs.action, {
+                "devnode": obs.devnode, "subsystem": obs.subsystem,
+                "properties": dict(obs.properties)})
+            if fs is None:
+                return [self._make(notice, now, device=obs.device, source=obs.devnode)]
+            return self._number(fs, [notice], now)
+        if fs is None:
+            # A device with no watched file system (a whole disk, an unmounted one):
+            # still worth saying, not folded, attached to no object.
+            notice = Notice("err" if obs.kind != "no-space" else "warn",
+                            "error" if obs.kind == "error" else obs.kind, {
+                                "errno": obs.errno, "count": obs.count,
+                                "function": obs.function, "message": obs.message,
+                                "source": obs.source, "devname": obs.devname},
+                            pid=obs.pid, comm=obs.comm)
+            return [self._make(notice, now, device=obs.device, source=obs.devname)]
+        self._updates.fs_changed.add(fs.device)
+        return self._number(fs, fs.on_report(obs, now), now)
+
+    def note(self, cls: str, name: str, details: dict[str, Any], now: float) -> Event:
+        """An event of the daemon itself (a config error), attached to no file system."""
+        return self._make(Notice(cls, name, details), now, device=None, source="fsmond")
+
+    # --------------------------------------------------------------- numbering
+
+    def _number(
+        self, fs: FileSystem, notices: list[Notice], now: float, mount_point: str | None = None
+    ) -> list[Event]:
+        out = []
+        for n in notices:
+            if n.cls in ("info", "warn", "err", "thr") and n.cls not in fs.watch.classes:
+                continue
+            out.append(self._make(
+                n, now, device=fs.device, fs=fs,
+                mount_point=mount_point if mount_point is not None else
+                (fs.mount_points[0] if fs.mount_points else ""),
+                source=n.source or fs.source))
+        return out
+
+    def _make(
+        self, n: Notice, now: float, *, device: DevNum | None, source: str,
+        fs: FileSystem | None = None, mount_point: str = "",
+    ) -> Event:
+        self.seq += 1
+        return Event(
+            seq=self.seq, time=now, cls=n.cls, name=n.name,
+            fs=fs_object_path(device) if fs is not None else "/",
+            mount_point=mount_point, fstype=fs.fstype if fs else "", source=source,
+            device=dev_str(device), pid=n.pid, comm=n.comm, details=n.details,
+        )
+
+
+def _forced(super_options: str) -> bool:
+    return "emergency_ro" in super_options.split(",")

@@ -1,0 +1,320 @@
+"""Per-file-system state: space, inodes, read-only, errors; dedup and folding.
+
+How it works: one `FileSystem` per superblock (device number) that is
+watched. Each `on_*` method takes one observation and the time, updates the
+state and returns `Notice`s, the events it causes before they get a sequence
+number (the engine adds seq, time and the file system's identity).
+Duplicate suppression lives here as plain booleans: `no-space`,
+`no-inodes`, `read-only` and `unresponsive` fire when their condition starts
+and are re-armed only when it ends. Kernel errors are folded per second: the
+first report of a window goes out at once (latency matters), later ones in
+that window only add to a count that `flush` publishes when the window ends.
+kmsg and fanotify usually both report one ext4 error; in a window the count
+is the larger of the two sources' counts, so one error is one event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from fsmond.engine.thresholds import Levels, Threshold
+from fsmond.errors import TransitionError
+from fsmond.events import DevNum, KernelReport, SpaceSample
+
+FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
+RATE_WEIGHT = 0.5  # weight of the newest interval in the fill-rate average
+
+
+class LevelSpec(Protocol):
+    def to_bytes(self, size: int, block_size: int) -> int: ...
+
+
+class WatchSpec(Protocol):
+    """What the engine needs of a resolved watch (fsmond.config provides it)."""
+
+    @property
+    def classes(self) -> tuple[str, ...]: ...
+    @property
+    def lower(self) -> LevelSpec: ...
+    @property
+    def upper(self) -> LevelSpec: ...
+    @property
+    def hysteresis(self) -> LevelSpec: ...
+    @property
+    def inodes_lower(self) -> LevelSpec: ...
+    @property
+    def inodes_upper(self) -> LevelSpec: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An event a file system caused, before it is numbered."""
+
+    cls: str
+    name: str
+    details: dict[str, Any]
+    source: str = ""  # overrides the file system's source, when the event has its own
+    pid: int = 0
+    comm: str = ""
+
+
+@dataclass(slots=True)
+class _ErrorWindow:
+    start: float
+    emitted: int  # errors already published from this window
+    by_source: dict[str, int]
+    last: KernelReport
+
+    @property
+    def total(self) -> int:
+        return max(self.by_source.values())
+
+
+def _has_flag(options: str, flag: str) -> bool:
+    return flag in options.split(",")
+
+
+def superblock_read_only(super_options: str) -> bool:
+    """ro in the superblock, or ext4's emergency_ro (statvfs and mountinfo still say rw)."""
+    return _has_flag(super_options, "ro") or _has_flag(super_options, "emergency_ro")
+
+
+@dataclass
+class FileSystem:
+    device: DevNum
+    fstype: str
+    source: str
+    super_options: str
+    watch: WatchSpec
+    mount_points: list[str] = field(default_factory=list)
+    size: int = 0
+    free: int = 0
+    available: int = 0
+    files: int = 0
+    files_free: int = 0
+    files_available: int = 0
+    block_size: int = 0
+    sampled_at: float | None = None
+    fill_rate: float = 0.0
+    read_only: bool = False
+    responsive: bool = True
+    error_count: int = 0
+    last_error: str = ""
+    level_problem: str = ""
+    space: Threshold | None = None
+    inodes: Threshold | None = None
+    _no_space: bool = False
+    _no_inodes: bool = False
+    _window: _ErrorWindow | None = None
+
+    def __post_init__(self) -> None:
+        self.read_only = superblock_read_only(self.super_options)
+
+    # ------------------------------------------------------------ derived state
+
+    @property
+    def percent_available(self) -> float:
+        return 100.0 * self.available / self.size if self.size else 0.0
+
+    @property
+    def seconds_to_full(self) -> float:
+        return self.available / self.fill_rate if self.fill_rate > 0 else -1.0
+
+    @property
+    def level(self) -> str:
+        return self.space.state if self.space else "ok"
+
+    @property
+    def inode_level(self) -> str:
+        return self.inodes.state if self.inodes else "ok"
+
+    def resolved_levels(self) -> tuple[Levels, Levels | None]:
+        """Levels in bytes and inodes for the current size (None: not applicable)."""
+        w = self.watch
+        space = Levels(
+            lower=w.lower.to_bytes(self.size, self.block_size),
+            upper=w.upper.to_bytes(self.size, self.block_size),
+            hysteresis=w.hysteresis.to_bytes(self.size, self.block_size),
+        )
+        inodes = None
+        if self.files > 0:
+            inodes = Levels(
+                lower=w.inodes_lower.to_bytes(self.files, 1),
+                upper=w.inodes_upper.to_bytes(self.files, 1),
+                hysteresis=max(1, self.files // 100),
+            )
+        return space, inodes
+
+    # ------------------------------------------------------------ observations
+
+    def on_sample(self, s: SpaceSample, now: float) -> list[Notice]:
+        if self.sampled_at is not None and now > self.sampled_at:
+            rate = (self.available - s.available) / (now - self.sampled_at)
+            self.fill_rate = RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.fill_rate
+        self.sampled_at = now
+        self.size, self.free, self.available = s.size, s.free, s.available
+        self.files, self.files_free, self.files_available = s.files, s.files_free, s.files_available
+        self.block_size = s.block_size
+        if self.read_only:
+            return []  # thresholds apply only to read-write file systems
+        return self._evaluate()
+
+    def set_watch(self, watch: WatchSpec) -> list[Notice]:
+        """New levels or classes: re-evaluate at once against the last sample."""
+        self.watch = watch
+        return self._evaluate() if self.sampled_at is not None and not self.read_only else []
+
+    def _evaluate(self) -> list[Notice]:
+        out: list[Notice] = []
+        try:
+            space, inodes = self.resolved_levels()
+        except TransitionError as e:
+            if self.level_problem != str(e):
+                self.level_problem = str(e)
+                out.append(Notice("err", "config", {"message": f"levels not usable: {e}"}))
+            return out
+        self.level_problem = ""
+        out += self._cross("space", space, self.available, self.size)
+        if inodes is not None:
+            out += self._cross("inodes", inodes, self.files_available, self.files)
+        if self.available == 0 and self.size > 0:
+            if not self._no_space:
+                self._no_space = True
+                out.append(
+                    Notice("warn", "no-space", {
+                        "available": 0, "size": self.size, "source": "statvfs"})
+                )
+        else:
+            self._no_space = False
+        if self.files > 0 and self.files_available == 0:
+            if not self._no_inodes:
+                self._no_inodes = True
+                out.append(
+                    Notice("warn", "no-inodes", {"files_available": 0, "files": self.files})
+                )
+        else:
+            self._no_inodes = False
+        return out
+
+    def _cross(self, resource: str, levels: Levels, available: int, size: int) -> list[Notice]:
+        attr = "space" if resource == "space" else "inodes"
+        t: Threshold | None = getattr(self, attr)
+        if t is None:
+            t = Threshold(levels)
+            setattr(self, attr, t)
+        t.levels = levels
+        pct = 100.0 * available / size if size else 0.0
+        return [
+            Notice("thr", "threshold", {
+                "resource": resource,
+                "level": c.level,
+                "state": c.state,
+                "available": available,
+                "size": size,
+                "percent_available": round(pct, 3),
+                "level_value": getattr(levels, c.level),
+            })
+            for c in t.sample(available)
+        ]
+
+    def next_poll_delay(self, interval: float, minimum: float) -> float:
+        """Sooner than `interval` when the fill rate predicts a level crossing before it."""
+        if self.fill_rate <= 0 or self.space is None:
+            return interval
+        target = self.space.next_level_below(self.available)
+        if target is None:
+            target = 0
+        seconds = (self.available - target) / self.fill_rate
+        return max(minimum, min(interval, seconds / 2))
+
+    def on_unresponsive(self, timeout: float) -> list[Notice]:
+        if not self.responsive:
+            return []
+        self.responsive = False
+        return [Notice("warn", "unresponsive", {"timeout": timeout})]
+
+    def on_responsive(self) -> list[Notice]:
+        if self.responsive:
+            return []
+        self.responsive = True
+        return [Notice("info", "responsive", {})]
+
+    def on_super_options(self, super_options: str, admin_remount: bool) -> list[Notice]:
+        """New superblock options; read-only without an admin's remount is forced."""
+        was = self.read_only
+        self.super_options = super_options
+        self.read_only = superblock_read_only(super_options)
+        if self.read_only and not was and not admin_remount:
+            return [self.read_only_notice("superblock", super_options)]
+        return []
+
+    def read_only_notice(self, source: str, message: str, pid: int = 0, comm: str = "") -> Notice:
+        return Notice("err", "read-only", {"source": source, "message": message},
+                      pid=pid, comm=comm)
+
+    def on_report(self, r: KernelReport, now: float) -> list[Notice]:
+        if r.kind == "read-only":
+            if self.read_only:
+                return []
+            self.read_only = True
+            return [self.read_only_notice(r.source, r.message, r.pid, r.comm)]
+        if r.kind == "no-space":
+            if self._no_space:
+                return []
+            self._no_space = True
+            return [Notice("warn", "no-space", {
+                "available": self.available, "size": self.size, "source": r.source,
+                "message": r.message}, pid=r.pid, comm=r.comm)]
+        return self._on_error(r, now)
+
+    def _on_error(self, r: KernelReport, now: float) -> list[Notice]:
+        out = self.flush(now)
+        w = self._window
+        if w is None:
+            self._window = _ErrorWindow(now, 0, {r.source: r.count}, r)
+            return [*out, self._error_notice(r, self._take(self._window))]
+        w.by_source[r.source] = w.by_source.get(r.source, 0) + r.count
+        if r.message or not w.last.message:
+            w.last = _merge(w.last, r)
+        else:
+            w.last = _merge(r, w.last)
+        return out
+
+    def _take(self, w: _ErrorWindow) -> int:
+        count = w.total - w.emitted
+        w.emitted = w.total
+        self.error_count += count
+        return count
+
+    def _error_notice(self, r: KernelReport, count: int) -> Notice:
+        self.last_error = r.message or f"{r.function or 'error'} (errno {r.errno})"
+        return Notice("err", "error", {
+            "errno": r.errno, "count": count, "function": r.function,
+            "message": r.message, "source": r.source, "replayed": r.replayed,
+        }, pid=r.pid, comm=r.comm)
+
+    def flush(self, now: float) -> list[Notice]:
+        """Publish what a finished fold window still owes."""
+        w = self._window
+        if w is None or now < w.start + FOLD_WINDOW:
+            return []
+        self._window = None
+        if w.total > w.emitted:
+            return [self._error_notice(w.last, self._take(w))]
+        return []
+
+    def flush_deadline(self) -> float | None:
+        return self._window.start + FOLD_WINDOW if self._window else None
+
+
+def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:
+    """One error seen by two sources: keep the text of one and fill gaps from the other."""
+    return replace(
+        primary,
+        errno=primary.errno or other.errno,
+        function=primary.function or other.function,
+        message=primary.message or other.message,
+        pid=primary.pid or other.pid,
+        comm=primary.comm or other.comm,
+    )

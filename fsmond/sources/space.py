@@ -1,0 +1,199 @@
+"""statvfs sampling in worker threads, with a timeout that never blocks the rest.
+
+How it works: each watched file system (one path per superblock) has a due
+time. When it is due and no call for it is in flight, a job goes on a queue
+that a few worker threads drain; results come back to the event loop with
+`call_soon_threadsafe`. A call that has not returned after `timeout` makes
+the file system `Unresponsive`; it is not asked again until that call
+returns (then `Responsive`), so a hung NFS or a stopped FUSE server holds
+exactly one thread, never a pile of them. A worker stuck in such a call is
+replaced, up to `max_threads` in all, so the other file systems keep their
+schedule. statvfs can hang in the kernel and a Python thread cannot be
+killed, which is why threads are the only safe way to call it.
+
+The interval per file system comes from `delay_for(device)` (the engine's
+adaptive schedule: sooner when the fill rate predicts a level crossing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
+
+log = logging.getLogger(__name__)
+
+Targets = Callable[[], list[tuple[DevNum, str]]]
+ReadSuper = Callable[[str], str | None]
+
+
+@dataclass(slots=True)
+class _Flight:
+    started: float
+    reported: bool = False
+
+
+def sample_path(device: DevNum, path: str) -> SpaceSample:
+    """One statvfs, in bytes (f_frsize units multiplied out)."""
+    st = os.statvfs(path)
+    bs = st.f_frsize or st.f_bsize
+    return SpaceSample(
+        device=device,
+        size=st.f_blocks * bs,
+        free=st.f_bfree * bs,
+        available=st.f_bavail * bs,
+        files=st.f_files,
+        files_free=st.f_ffree,
+        files_available=st.f_favail,
+        block_size=bs,
+    )
+
+
+class SpaceSampler:
+    name = "statvfs"
+
+    def __init__(
+        self,
+        emit: Callable[[Observation], None],
+        targets: Targets,
+        delay_for: Callable[[DevNum], float],
+        *,
+        timeout: float = 2.0,
+        workers: int = 2,
+        max_threads: int = 16,
+        read_super: ReadSuper | None = None,
+    ) -> None:
+        self._emit = emit
+        self._targets = targets
+        self._delay_for = delay_for
+        self.timeout = timeout
+        self._base_workers = workers
+        self.max_threads = max(workers, max_threads)
+        self._read_super = read_super
+        self._jobs: queue.SimpleQueue[tuple[DevNum, str] | None] = queue.SimpleQueue()
+        self._due: dict[DevNum, float] = {}
+        self._flights: dict[DevNum, _Flight] = {}
+        self._busy: dict[int, DevNum] = {}  # worker thread ident -> device in its call
+        self._threads: list[threading.Thread] = []
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.samples = 0
+
+    @property
+    def threads(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
+    def poke(self) -> None:
+        """Sample every file system now (mount table changed, levels changed)."""
+        self._due.clear()
+        self._wake.set()
+
+    async def run(self, started: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        for _ in range(self._base_workers):
+            self._spawn()
+        started()
+        try:
+            while True:
+                next_wake = self._schedule(time.monotonic())
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_wake))
+        finally:
+            for _ in self._threads:
+                self._jobs.put(None)
+
+    def _schedule(self, now: float) -> float:
+        """Start due jobs, flag overdue calls; seconds until something is due."""
+        targets = dict(self._targets())
+        for dev in list(self._due):
+            if dev not in targets:
+                del self._due[dev]
+        wait = self.timeout
+        for dev, path in targets.items():
+            flight = self._flights.get(dev)
+            if flight is not None:
+                overdue = flight.started + self.timeout - now
+                if overdue <= 0 and not flight.reported:
+                    flight.reported = True
+                    log.warning("statvfs of %s has not returned in %.1fs", path, self.timeout)
+                    self._emit(Unresponsive(dev, self.timeout))
+                    self._replace_stuck_worker()
+                elif overdue > 0:
+                    wait = min(wait, overdue)
+                continue
+            due = self._due.setdefault(dev, now)
+            if due <= now:
+                self._flights[dev] = _Flight(now)
+                self._jobs.put((dev, path))
+            else:
+                wait = min(wait, due - now)
+        return wait
+
+    def _replace_stuck_worker(self) -> None:
+        free = self.threads - len(self._busy_stuck())
+        if free < self._base_workers and self.threads < self.max_threads:
+            self._spawn()
+        elif free < 1:
+            log.error("all %d statvfs threads are stuck in hung file systems", self.threads)
+
+    def _busy_stuck(self) -> list[DevNum]:
+        return [d for d in self._busy.values() if (f := self._flights.get(d)) and f.reported]
+
+    def _spawn(self) -> None:
+        t = threading.Thread(target=self._work, name="fsmond-statvfs", daemon=True)
+        self._threads.append(t)
+        self._threads = [x for x in self._threads if x.is_alive() or x is t]
+        t.start()
+
+    def _work(self) -> None:
+        me = threading.get_ident()
+        while (job := self._jobs.get()) is not None:
+            dev, path = job
+            self._busy[me] = dev
+            result: SpaceSample | OSError
+            options = None
+            try:
+                result = sample_path(dev, path)
+                if self._read_super is not None:
+                    options = self._read_super(path)
+            except OSError as e:
+                result = e
+            finally:
+                self._busy.pop(me, None)
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return
+            try:
+                loop.call_soon_threadsafe(self._done, dev, path, result, options)
+            except RuntimeError:  # the loop closed while we were in statvfs
+                return
+            if self.threads > self._base_workers and not self._busy_stuck():
+                return  # a replacement worker that is no longer needed
+
+    def _done(
+        self, dev: DevNum, path: str, result: SpaceSample | OSError, opts: str | None
+    ) -> None:
+        flight = self._flights.pop(dev, None)
+        now = time.monotonic()
+        if flight is not None and flight.reported:
+            self._emit(Responsive(dev))
+        if isinstance(result, OSError):
+            # Gone between the mount table and the call, or permission: not a hang.
+            log.debug("statvfs %s: %s", path, result)
+            self._due[dev] = now + self._delay_for(dev)
+            return
+        self.samples += 1
+        if opts is not None:
+            self._emit(SuperOptions(dev, opts))
+        self._emit(result)
+        self._due[dev] = now + self._delay_for(dev)
+        self._wake.set()

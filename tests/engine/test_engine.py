@@ -1,0 +1,201 @@
+"""The engine end to end on observations: no kernel, no clock, no fixtures."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fsmond.engine.core import Engine
+from fsmond.events import (
+    Event,
+    KernelReport,
+    MountDelta,
+    MountEntry,
+    MountSnapshot,
+    Responsive,
+    SpaceSample,
+    SuperOptions,
+    Unresponsive,
+)
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Pct:
+    p: float
+
+    def to_bytes(self, size: int, block_size: int) -> int:
+        return int(size * self.p / 100)
+
+    def __str__(self) -> str:
+        return f"{self.p:g}%"
+
+
+@dataclass(frozen=True)
+class Watch:
+    classes: tuple[str, ...] = ("info", "warn", "err", "thr")
+    lower: Pct = Pct(10)
+    upper: Pct = Pct(5)
+    hysteresis: Pct = Pct(1)
+    inodes_lower: Pct = Pct(5)
+    inodes_upper: Pct = Pct(1)
+
+
+@dataclass
+class Policy:
+    watch: Watch | None = Watch()
+    paths: tuple[str, ...] | None = None  # None: every path
+
+    def watch_for(self, mount_point: str) -> Watch | None:
+        if self.paths is not None and mount_point not in self.paths:
+            return None
+        return self.watch
+
+    def ignored_fstype(self, fstype: str) -> bool:
+        return fstype in ("proc", "autofs")
+
+
+DEV = (7, 0)
+DATA = MountEntry(30, 1, DEV, "/", "/data", "rw,relatime", "ext4", "/dev/loop0", "rw")
+PROC = MountEntry(2, 1, (0, 21), "/", "/proc", "rw", "proc", "proc", "rw")
+
+
+def started(policy: Policy | None = None) -> tuple[Engine, list[Event]]:
+    e = Engine(policy or Policy())
+    return e, e.process(MountSnapshot((PROC, DATA)), 0.0)
+
+
+def sample(avail_pct: float, files_avail: int = 1000, t: float = 1.0) -> SpaceSample:
+    avail = int(GIB * avail_pct / 100)
+    return SpaceSample(DEV, GIB, avail, avail, 1000, files_avail, files_avail, 4096)
+
+
+def names(events: list[Event]) -> list[tuple[str, str]]:
+    return [(e.cls, e.name) for e in events]
+
+
+def test_start_watches_non_ignored_file_systems_without_mount_events() -> None:
+    e, events = started()
+    assert names(events) == [("info", "watch-added")]
+    assert events[0].fs == "/org/fsmond/FsMon1/fs/7_0" and events[0].mount_point == "/data"
+    assert list(e.filesystems) == [DEV]
+    assert e.sample_targets() == [(DEV, "/data")]
+    assert [ev.seq for ev in events] == [1]
+
+
+def test_thresholds_both_ways_with_details() -> None:
+    e, _ = started()
+    assert e.process(sample(50), 1) == []
+    down = e.process(sample(3), 2)
+    assert [(ev.details["level"], ev.details["state"]) for ev in down] == [
+        ("lower", "reached"), ("upper", "reached")]
+    assert down[0].details["resource"] == "space" and down[0].details["size"] == GIB
+    assert e.filesystems[DEV].level == "upper"
+    up = e.process(sample(50), 3)
+    assert [(ev.details["level"], ev.details["state"]) for ev in up] == [
+        ("upper", "cleared"), ("lower", "cleared")]
+    assert [ev.seq for ev in down + up] == [2, 3, 4, 5]
+
+
+def test_no_space_and_no_inodes_fire_once_while_they_hold() -> None:
+    e, _ = started()
+    e.process(sample(50), 1)
+    first = e.process(sample(0, files_avail=0), 2)
+    assert ("warn", "no-space") in names(first) and ("warn", "no-inodes") in names(first)
+    assert not {("warn", "no-space"), ("warn", "no-inodes")} & set(
+        names(e.process(sample(0, files_avail=0), 3)))
+    e.process(sample(50), 4)
+    assert ("warn", "no-space") in names(e.process(sample(0), 5))
+
+
+def test_classes_filter_what_is_published() -> None:
+    e, events = started(Policy(Watch(classes=("err",))))
+    assert events == []
+    assert e.process(sample(1), 1) == []
+    assert e.filesystems[DEV].level == "upper"  # state is kept even when unpublished
+
+
+def test_mount_unmount_remount_and_forced_read_only() -> None:
+    e, _ = started()
+    bind = dataclasses.replace(DATA, mount_id=31, mount_point="/bind")
+    assert names(e.process(MountDelta(added=(bind,)), 1)) == [("info", "mounted")]
+    assert e.filesystems[DEV].mount_points == ["/bind", "/data"]
+    ro = dataclasses.replace(bind, options="ro,relatime", super_options="ro")
+    remount = e.process(MountDelta(changed=(ro,)), 2)
+    assert names(remount) == [("info", "remounted")]
+    assert remount[0].details["old_options"] == "rw,relatime"
+    assert e.filesystems[DEV].read_only
+    e.process(MountDelta(changed=(bind,)), 3)
+    assert not e.filesystems[DEV].read_only
+    forced = dataclasses.replace(DATA, super_options="rw,emergency_ro")
+    assert names(e.process(MountDelta(changed=(forced,)), 4)) == [("err", "read-only")]
+    assert names(e.process(MountDelta(removed=(31,)), 5)) == [("info", "unmounted")]
+    gone = e.process(MountDelta(removed=(30,)), 6)
+    assert names(gone) == [("info", "unmounted"), ("info", "watch-removed")]
+    assert e.filesystems == {}
+    updates = e.take_updates()
+    assert updates.fs_removed == {DEV} and len(updates.mount_changes) == 6 + 2
+
+
+def test_superblock_options_from_the_sampler_and_kernel_read_only_deduplicated() -> None:
+    e, _ = started()
+    assert names(e.process(SuperOptions(DEV, "rw,emergency_ro"), 1)) == [("err", "read-only")]
+    assert e.process(KernelReport("read-only", "kmsg", DEV, "loop0"), 1.1) == []
+    assert e.process(sample(1), 2) == []  # no thresholds on a read-only file system
+
+
+def test_kernel_errors_fold_per_second_and_merge_sources() -> None:
+    e, _ = started()
+    kmsg = KernelReport("error", "kmsg", DEV, "loop0", function="ext4_x", message="boom")
+    fan = KernelReport("error", "fanotify", DEV, errno=117)
+    first = e.process(kmsg, 10.0)
+    assert names(first) == [("err", "error")] and first[0].details["count"] == 1
+    assert e.process(fan, 10.001) == []  # the same error from the other source
+    for i in range(5):
+        assert e.process(kmsg, 10.1 + i / 100) == []
+    assert e.next_deadline() == 11.0
+    assert e.tick(10.9) == []
+    folded = e.tick(11.0)
+    assert names(folded) == [("err", "error")]
+    assert folded[0].details["count"] == 5 and folded[0].details["errno"] == 117
+    assert e.filesystems[DEV].error_count == 6
+    assert e.tick(12) == [] and e.next_deadline() is None
+
+
+def test_unresponsive_then_responsive_once_each() -> None:
+    e, _ = started()
+    assert names(e.process(Unresponsive(DEV, 2.0), 1)) == [("warn", "unresponsive")]
+    assert e.process(Unresponsive(DEV, 2.0), 2) == []
+    assert names(e.process(Responsive(DEV), 3)) == [("info", "responsive")]
+    assert e.process(Responsive(DEV), 4) == []
+
+
+def test_reports_for_unknown_devices_go_to_no_object() -> None:
+    e, _ = started()
+    ev = e.process(KernelReport("error", "kmsg", (8, 0), "sda", message="I/O error"), 1)
+    assert names(ev) == [("err", "error")] and ev[0].fs == "/" and ev[0].device == "8:0"
+
+
+def test_run_time_watch_changes_and_config_reload() -> None:
+    e, _ = started(Policy(paths=()))
+    assert e.filesystems == {}
+    added = e.add_watch("/data", Watch(lower=Pct(60), upper=Pct(40)), 1)
+    assert names(added) == [("info", "watch-added")]
+    e.process(sample(50), 2)
+    assert e.filesystems[DEV].level == "lower"
+    removed = e.remove_watch("/data", 3)
+    assert names(removed) == [("info", "watch-removed")]
+    assert names(e.set_policy(Policy(), 4)) == []  # a removed watch stays removed until restart
+
+
+def test_fill_rate_and_adaptive_poll_delay() -> None:
+    e, _ = started()
+    fs = e.filesystems[DEV]
+    e.process(sample(50), 0.0)
+    e.process(sample(40), 1.0)
+    assert fs.fill_rate > 0 and fs.seconds_to_full > 0
+    assert fs.next_poll_delay(5.0, 0.1) < 5.0
+    e.process(sample(40), 2.0)
+    e.process(sample(40), 30.0)
+    assert fs.next_poll_delay(5.0, 0.1) == 5.0
