@@ -37,13 +37,15 @@ ReadSuper = Callable[[str], str | None]
 
 @dataclass(slots=True)
 class _Flight:
-    started: float
+    started: float | None = None  # set by the worker: time queued for a thread is no hang
     reported: bool = False
 
 
-def sample_path(device: DevNum, path: str) -> SpaceSample:
+def sample_path(
+    device: DevNum, path: str, statvfs: Callable[[str], os.statvfs_result] = os.statvfs
+) -> SpaceSample:
     """One statvfs, in bytes (f_frsize units multiplied out)."""
-    st = os.statvfs(path)
+    st = statvfs(path)
     bs = st.f_frsize or st.f_bsize
     return SpaceSample(
         device=device,
@@ -70,7 +72,9 @@ class SpaceSampler:
         workers: int = 2,
         max_threads: int = 16,
         read_super: ReadSuper | None = None,
+        statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
     ) -> None:
+        self._statvfs = statvfs
         self._emit = emit
         self._targets = targets
         self._delay_for = delay_for
@@ -121,6 +125,8 @@ class SpaceSampler:
         for dev, path in targets.items():
             flight = self._flights.get(dev)
             if flight is not None:
+                if flight.started is None:
+                    continue
                 overdue = flight.started + self.timeout - now
                 if overdue <= 0 and not flight.reported:
                     flight.reported = True
@@ -132,7 +138,7 @@ class SpaceSampler:
                 continue
             due = self._due.setdefault(dev, now)
             if due <= now:
-                self._flights[dev] = _Flight(now)
+                self._flights[dev] = _Flight()
                 self._jobs.put((dev, path))
             else:
                 wait = min(wait, due - now)
@@ -159,10 +165,13 @@ class SpaceSampler:
         while (job := self._jobs.get()) is not None:
             dev, path = job
             self._busy[me] = dev
+            flight = self._flights.get(dev)
+            if flight is not None:
+                flight.started = time.monotonic()
             result: SpaceSample | OSError
             options = None
             try:
-                result = sample_path(dev, path)
+                result = sample_path(dev, path, self._statvfs)
                 if self._read_super is not None:
                     options = self._read_super(path)
             except OSError as e:
