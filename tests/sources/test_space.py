@@ -10,6 +10,7 @@ reliability tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -52,10 +53,8 @@ def test_a_hung_file_system_never_delays_the_others() -> None:
         release.set()
         await asyncio.sleep(0.3)
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         return s
 
     asyncio.run(main())
