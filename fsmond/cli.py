@@ -1,0 +1,96 @@
+"""Entry points: `fsmond` (the daemon) and `fsmonctl` (the client)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from fsmond import __version__
+from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
+from fsmond.errors import ConfigError, FsmondError
+
+log = logging.getLogger("fsmond")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def fsmond_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fsmond",
+        description="Watch every mounted file system and publish what happens to it.",
+    )
+    p.add_argument("--config", metavar="FILE",
+                   help=f"configuration file (default {DEFAULT_CONFIG_PATH}; missing = defaults)")
+    p.add_argument("--bus", metavar="BUS", help="system, session or a D-Bus address")
+    p.add_argument("--no-dbus", action="store_true", help="do not publish on D-Bus")
+    p.add_argument("--print-events", action="store_true",
+                   help="write each event as one JSON line to stdout")
+    p.add_argument("--log-level", choices=LOG_LEVELS, help="log level on stderr")
+    p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit")
+    p.add_argument("--version", action="version", version=f"fsmond {__version__}")
+    return p
+
+
+def check_config(path: str) -> int:
+    try:
+        load_config(path, must_exist=True)
+    except ConfigError as e:
+        print(f"fsmond: {e}", file=sys.stderr)
+        return ConfigError.exit_status
+    print(f"{path}: configuration is valid")
+    return 0
+
+
+def fsmond_main(argv: Sequence[str] | None = None) -> int:
+    args = fsmond_parser().parse_args(argv)
+    if args.check_config:
+        return check_config(args.check_config)
+    from fsmond.publishers.console import setup_logging
+
+    try:
+        config = load_config(args.config or DEFAULT_CONFIG_PATH, must_exist=bool(args.config))
+    except ConfigError as e:
+        setup_logging("info")
+        log.error("%s", e)
+        return ConfigError.exit_status
+    setup_logging(args.log_level or config.daemon.log_level)
+    try:
+        asyncio.run(_serve(config, args))
+    except FsmondError as e:
+        log.error("%s", e)
+        return 1
+    except ExceptionGroup as eg:
+        # A required component failed in the task group: say what, exit non-zero
+        # (systemd restarts us); anything that is not ours is a bug and re-raised.
+        ours, rest = eg.split((FsmondError, OSError))
+        if rest is not None:
+            raise
+        for err in ours.exceptions if ours else ():
+            log.error("%s", err)
+        return 1
+    return 0
+
+
+async def _serve(config: Config, args: argparse.Namespace) -> None:
+    from fsmond.daemon import Daemon, Publisher
+    from fsmond.publishers.console import ConsolePublisher
+
+    publishers: list[Publisher] = []
+    if args.print_events:
+        publishers.append(ConsolePublisher())
+    daemon = Daemon(config, args.config, publishers=publishers)
+    await daemon.run()
+
+
+def fsmonctl_main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="fsmonctl", description="Ask fsmond what it sees.")
+    sub = p.add_subparsers(dest="command", required=True)
+    cc = sub.add_parser("check-config", help="validate a configuration file")
+    cc.add_argument("file")
+    args = p.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
+    return 2

@@ -1,0 +1,278 @@
+"""Wiring: sources -> engine -> publishers in one asyncio task group.
+
+Every source and publisher is a component with `async def run(started)`.
+They all start in one TaskGroup; `ready` is called only when each has said
+it started (READY for systemd). Observations reach the engine through
+`emit`, on the loop's thread, and the events it returns go into each
+publisher's own bounded outbox. Shutdown is an awaitable (`shutdown_trigger`,
+SIGTERM/SIGINT by default) so tests can stop the daemon cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from fsmond import __version__
+from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
+from fsmond.engine.core import Engine, Updates
+from fsmond.errors import FsmondError
+from fsmond.events import DevNum, ErrorHistory, Event, Observation
+from fsmond.sdnotify import Notifier
+from fsmond.sources.mounttable import make_mount_source
+from fsmond.sources.space import SpaceSampler
+from fsmond.sources.udev import UdevSource
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    async def run(self, started: Callable[[], None]) -> None: ...
+
+
+class Publisher(Component, Protocol):
+    def publish(self, event: Event) -> None: ...
+
+
+async def wait_for_signals(*signums: int) -> None:
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for s in signums:
+        loop.add_signal_handler(s, done.set)
+    try:
+        await done.wait()
+    finally:
+        for s in signums:
+            loop.remove_signal_handler(s)
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        *,
+        publishers: list[Publisher] | None = None,
+        shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.engine = Engine(config, log_size=config.daemon.changelog_size)
+        self.publishers: list[Publisher] = list(publishers or [])
+        self.update_listeners: list[Callable[[Updates], None]] = []
+        self._shutdown_trigger = shutdown_trigger or (
+            lambda: wait_for_signals(signal.SIGTERM, signal.SIGINT))
+        self._ready = ready
+        self.started_at = time.time()
+        self.notifier = Notifier()
+        self.events = 0
+        self.backends: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._tick: asyncio.TimerHandle | None = None
+        self.sampler = SpaceSampler(
+            self.emit, self.engine.sample_targets, self._poll_delay,
+            timeout=config.daemon.statvfs_timeout, read_super=_super_reader(),
+        )
+        self.fserror: Any = None
+        self.kmsg: Any = None
+        self.mount_source = make_mount_source(
+            config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
+
+    # ----------------------------------------------------------- the data flow
+
+    def emit(self, obs: Observation) -> None:
+        """Hand an observation to the engine (from any thread)."""
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._thread:
+            loop.call_soon_threadsafe(self.emit, obs)
+            return
+        self._deliver(self.engine.process(obs, time.time()))
+
+    def _deliver(self, events: list[Event]) -> None:
+        for e in events:
+            self.events += 1
+            for p in self.publishers:
+                p.publish(e)
+        updates = self.engine.take_updates()
+        if updates:
+            self._on_updates(updates)
+        self._schedule_tick()
+
+    def _on_updates(self, updates: Updates) -> None:
+        if updates.fs_added or updates.fs_removed:
+            self.sampler.poke()
+        for dev in updates.fs_added:
+            self._start_error_watch(dev)
+        for dev in updates.fs_removed:
+            if self.fserror is not None:
+                self.fserror.unwatch(dev)
+        for listener in self.update_listeners:
+            listener(updates)
+
+    def _start_error_watch(self, dev: DevNum) -> None:
+        fs = self.engine.filesystems.get(dev)
+        if fs is None or not fs.mount_points:
+            return
+        if self.fserror is not None:
+            self.fserror.watch(dev, fs.mount_points[0])
+        if fs.fstype in ("ext4", "ext3", "ext2"):
+            history = _error_history(dev)
+            if history is not None:
+                self._deliver(self.engine.process(history, time.time()))
+
+    def _schedule_tick(self) -> None:
+        deadline = self.engine.next_deadline()
+        if deadline is None or self._loop is None or self._tick is not None:
+            return
+
+        def tick() -> None:
+            self._tick = None
+            self._deliver(self.engine.tick(time.time()))
+
+        self._tick = self._loop.call_later(max(0.0, deadline - time.time()) + 0.001, tick)
+
+    def _poll_delay(self, dev: DevNum) -> float:
+        d = self.config.daemon
+        fs = self.engine.filesystems.get(dev)
+        if fs is None:
+            return d.poll_interval
+        return fs.next_poll_delay(d.poll_interval, d.min_poll_interval)
+
+    def note(self, cls: str, name: str, details: dict[str, Any]) -> None:
+        """An event of the daemon itself (config errors), attached to no file system."""
+        self._deliver([self.engine.note(cls, name, details, time.time())])
+
+    # ---------------------------------------------------------------- reload
+
+    def reload(self) -> None:
+        """Re-read the config; on error keep the old one and say why (log, event)."""
+        try:
+            new = load_config(self.config_path or DEFAULT_CONFIG_PATH,
+                              must_exist=self.config_path is not None)
+        except (FsmondError, OSError) as e:
+            log.error("reload failed, keeping the old configuration: %s", e)
+            self.last_reload_error = str(e)
+            self.note("err", "config", {"message": str(e)})
+            raise
+        self.last_reload_error = ""
+        self.config = new
+        log.info("configuration reloaded from %s", self.config_path or "defaults")
+        self._deliver(self.engine.set_policy(new, time.time()))
+        self.sampler.poke()
+
+    last_reload_error = ""
+
+    # ------------------------------------------------------------- lifecycle
+
+    def _components(self) -> list[tuple[Component, bool]]:
+        """(component, required): an optional one that fails is logged and skipped."""
+        d = self.config.daemon
+        out: list[tuple[Component, bool]] = [(p, True) for p in self.publishers]
+        out.append((self.mount_source, True))
+        out.append((self.sampler, True))
+        if d.kmsg:
+            self.kmsg = self._optional("kmsg", "fsmond.sources.kmsg", "KmsgSource",
+                                       replay=d.kmsg_replay)
+        if d.fanotify_errors:
+            self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource")
+        out += [(c, False) for c in (self.kmsg, self.fserror) if c is not None]
+        if d.udev:
+            out.append((UdevSource(self.emit), False))
+        return out
+
+    def _optional(self, name: str, module: str, cls: str, **kwargs: Any) -> Any:
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as e:
+            log.warning("%s not available, running without it: %s", name, e)
+            self.failed[name] = str(e)
+            return None
+        return factory(self.emit, **kwargs)
+
+    async def _run_component(self, c: Component, required: bool, started: asyncio.Event) -> None:
+        try:
+            await c.run(started.set)
+        except (OSError, FsmondError, ImportError) as e:
+            if required or started.is_set():
+                raise
+            log.warning("%s not available, running without it: %s", c.name, e)
+            self.failed[c.name] = str(e)
+            if c is self.fserror:
+                self.fserror = None
+            started.set()
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        loop = self._loop
+        loop.add_signal_handler(signal.SIGHUP, self._reload_quietly)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = []
+                for component, required in self._components():
+                    started = asyncio.Event()
+                    tasks.append(tg.create_task(self._run_component(component, required, started)))
+                    # Start in order: publishers before sources, mounts before sampling.
+                    done, _ = await asyncio.wait(
+                        [tasks[-1], asyncio.create_task(started.wait())],
+                        return_when=asyncio.FIRST_COMPLETED)
+                    if tasks[-1] in done:
+                        tasks[-1].result()
+                    self.backends.setdefault(component.name, "started")
+                for dev in list(self.engine.filesystems):
+                    self._start_error_watch(dev)
+                log.info("fsmond %s ready: %d mounts, %d file systems watched (%s)",
+                         __version__, len(self.engine.mounts), len(self.engine.filesystems),
+                         self.mount_source.name)
+                if self._ready is not None:
+                    self._ready()
+                self.notifier.ready(self.status_line())
+                tasks.append(tg.create_task(self.notifier.watchdog()))
+                await self._shutdown_trigger()
+                log.info("shutting down")
+                self.notifier.stopping()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            if self._tick is not None:
+                self._tick.cancel()
+            self.notifier.close()
+
+    def status_line(self) -> str:
+        """systemd's STATUS=: what runs and how much it watches."""
+        sources = ", ".join(f"{n}" for n in self.backends if n not in self.failed)
+        return (f"{len(self.engine.mounts)} mounts, {len(self.engine.filesystems)} file systems "
+                f"watched; mounts via {self.mount_source.name}; running {sources}")
+
+    def _reload_quietly(self) -> None:
+        with contextlib.suppress(FsmondError, OSError):
+            self.reload()
+
+
+def _error_history(dev: DevNum) -> ErrorHistory | None:
+    try:
+        from fsmond.sources.ext4_sysfs import error_history_for
+    except ImportError:
+        return None
+    return error_history_for(dev)
+
+
+def _super_reader() -> Callable[[str], str | None] | None:
+    try:
+        from fsmond.sources.mountapi import super_options_of_path
+    except ImportError:
+        return None
+    return super_options_of_path

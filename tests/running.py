@@ -1,0 +1,148 @@
+"""Real parts for end-to-end tests: the fsmond process, tmpfs and loop-mounted ext4.
+
+`FsmondProcess` runs the real `fsmond --print-events` and collects its JSON
+lines on a thread, so a test waits for an event with a timeout instead of
+sleeping and hoping. Mount helpers expect the private mount namespace that
+tests/conftest.py enters for root sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FSMOND = [sys.executable, "-m", "fsmond"]
+
+Event = dict[str, Any]
+
+
+class FsmondProcess:
+    def __init__(self, config: Path, *extra: str) -> None:
+        self.events: list[Event] = []
+        self.stderr: list[str] = []
+        self._new: queue.Queue[Event] = queue.Queue()
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [*FSMOND, "--config", str(config), "--no-dbus", "--print-events",
+             "--log-level", "debug", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            errors="surrogateescape",
+        )
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            self.events.append(event)
+            self._new.put(event)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if " ready: " in line:
+                self._ready.set()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        if not self._ready.wait(timeout):
+            raise AssertionError("fsmond did not become ready:\n" + "".join(self.stderr[-30:]))
+
+    def wait_for(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
+        """The first event (already seen or still to come) matching `pred`."""
+        for e in list(self.events):
+            if pred(e):
+                return e
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                e = self._new.get(timeout=left)
+            except queue.Empty:
+                break
+            if pred(e):
+                return e
+        raise AssertionError(
+            "no matching event; got:\n" + "\n".join(json.dumps(e) for e in self.events[-20:])
+            + "\nstderr:\n" + "".join(self.stderr[-20:])
+        )
+
+    def named(self, name: str, **details: Any) -> Callable[[Event], bool]:
+        return lambda e: e["name"] == name and all(
+            e["details"].get(k) == v for k, v in details.items())
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@contextmanager
+def fsmond(config: Path, *extra: str) -> Iterator[FsmondProcess]:
+    p = FsmondProcess(config, *extra)
+    try:
+        p.wait_ready()
+        yield p
+    finally:
+        p.stop()
+
+
+def run(*cmd: str) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+@contextmanager
+def tmpfs(path: Path, options: str = "size=4m") -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    run("mount", "-t", "tmpfs", "-o", options, "fsmond-test", str(path))
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@contextmanager
+def loop_ext4(image: Path, mount_point: Path, options: str = "errors=continue",
+              size_mb: int = 32) -> Iterator[tuple[Path, str]]:
+    """A real ext4 on a loop device: yields (mount point, loop name like 'loop3')."""
+    with open(image, "wb") as f:
+        f.truncate(size_mb << 20)
+    run("mkfs.ext4", "-q", "-F", str(image))
+    dev = run("losetup", "-f", "--show", str(image)).strip()
+    try:
+        mount_point.mkdir(parents=True, exist_ok=True)
+        run("mount", "-o", options, dev, str(mount_point))
+        try:
+            yield mount_point, os.path.basename(dev)
+        finally:
+            subprocess.run(["umount", "-l", str(mount_point)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def dev_of(path: Path) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
