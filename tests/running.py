@@ -38,8 +38,10 @@ class FsmondProcess:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             errors="surrogateescape",
         )
-        threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._readers = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -92,6 +94,11 @@ class FsmondProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for t in self._readers:
+            t.join(10)  # they end at EOF, once the process is gone
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
         return self.proc.returncode
 
 

