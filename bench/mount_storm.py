@@ -1,0 +1,151 @@
+"""Mount storm: N bind mounts, then N unmounts; fsmond beside `findmnt --poll`.
+
+Runs in a private mount namespace of its own (nothing leaks to the host).
+Both watchers run during the same storm; for each: CPU seconds (utime+stime
+from /proc/<pid>/stat) and catch-up lag (from the storm's end to the last
+line it printed about the storm). Prints a table and a summary line.
+
+    sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
+MNT_DETACH = 2
+TICK = os.sysconf("SC_CLK_TCK")
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def private_namespace() -> None:
+    if libc.unshare(CLONE_NEWNS) != 0:
+        sys.exit("unshare(CLONE_NEWNS) failed: run as root")
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+
+
+class Watcher:
+    """A subprocess whose output lines are timestamped as they arrive."""
+
+    def __init__(self, name: str, cmd: list[str], marker: str) -> None:
+        self.name = name
+        self.marker = marker
+        self.last = 0.0
+        self.lines = 0
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     errors="replace", text=True)
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._stderr, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if self.marker in line:
+                self.lines += 1
+                self.last = time.monotonic()
+
+    def _stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if " ready: " in line:
+                self.ready.set()
+
+    def quiet_for(self, seconds: float, limit: float) -> None:
+        """Wait until no storm line has arrived for `seconds` (or `limit` passes)."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            if self.last and time.monotonic() - self.last > seconds:
+                return
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def storm(base: Path, n: int, mount: bool) -> float:
+    t0 = time.monotonic()
+    src = str(base / "src").encode()
+    for i in range(n):
+        target = str(base / f"m{i}").encode()
+        if mount:
+            rc = libc.mount(src, target, None, MS_BIND, None)
+        else:
+            rc = libc.umount2(target, MNT_DETACH)
+        if rc != 0:
+            sys.exit(f"mount/umount {i}: {os.strerror(ctypes.get_errno())}")
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mounts", type=int, default=15000)
+    ap.add_argument("--backend", default="fanotify", choices=["fanotify", "mountinfo"])
+    ap.add_argument("--dbus", action="store_true", help="publish on a private session bus too")
+    args = ap.parse_args()
+    private_namespace()
+    work = Path(tempfile.mkdtemp(prefix="fsmond-storm-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "storm", str(work)], check=True)
+    (work / "src").mkdir()
+    for i in range(args.mounts):
+        (work / f"m{i}").mkdir()
+    cfg = work / "fsmond.toml"
+    cfg.write_text(f'[daemon]\nmount_backend = "{args.backend}"\nkmsg = false\n'
+                   f'udev = false\nfanotify_errors = false\n'
+                   f'[[watch]]\npath = "{work}"\n')
+    fsmond_cmd = [sys.executable, "-m", "fsmond", "--config", str(cfg), "--print-events"]
+    if not args.dbus:
+        fsmond_cmd.append("--no-dbus")
+    fsmond = Watcher("fsmond " + args.backend, fsmond_cmd, str(work / "m"))
+    findmnt = Watcher("findmnt --poll", ["findmnt", "--poll", "-o", "ACTION,TARGET"],
+                      str(work / "m"))
+    if not fsmond.ready.wait(30):
+        sys.exit("fsmond did not start")
+    time.sleep(1.0)  # findmnt has read its first table
+    watchers = [fsmond, findmnt]
+    cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
+    rows = []
+    for phase, mount in (("mount", True), ("umount", False)):
+        for w in watchers:
+            w.last = 0.0
+        start = time.monotonic()
+        took = storm(work, args.mounts, mount)
+        end = start + took
+        for w in watchers:
+            w.quiet_for(2.0, 300)
+        for w in watchers:
+            rows.append((phase, w.name, w.lines, max(0.0, w.last - end)))
+            w.lines = 0
+        print(f"{phase}: {args.mounts} in {took:.2f}s", file=sys.stderr)
+    cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
+    for w in watchers:
+        w.stop()
+    subprocess.run(["umount", "-l", str(work)], check=False)
+    print(f"{'phase':8} {'watcher':22} {'lines':>7} {'lag s':>8}")
+    for phase, name, lines, lag in rows:
+        print(f"{phase:8} {name:22} {lines:7d} {lag:8.2f}")
+    print(f"{'cpu s':8} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
+    print(f"{'cpu s':8} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
+    ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
+    worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
+    print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "
+          f"{ratio:.1f}x, fsmond lag {worst_lag:.2f}s")
+
+
+if __name__ == "__main__":
+    main()
