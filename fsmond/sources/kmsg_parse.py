@@ -1,0 +1,123 @@
+"""Pure parser and classifier of /dev/kmsg records. No I/O.
+
+How it works: a record is `pri,seq,ts_usec,flags[,...];text` and then
+` KEY=value` continuation lines (SUBSYSTEM=block, DEVICE=b8:17). The
+facility is `pri >> 3`: only facility 0 is the kernel; whatever a process
+writes into /dev/kmsg gets another facility (the kernel forces at least
+LOG_USER), so such a record never classifies, whatever its text says.
+Classification is a table of regular expressions tried in order; the first
+match names the kind (error, read-only, no-space) and where the device name,
+errno, function and comm are in the text. A device number from DEVICE=bM:m
+wins over a name, which the reader resolves through sysfs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from fsmond.errors import KernelFormatError
+
+_HEADER = re.compile(rb"(\d+),(\d+),(\d+),([^;,]*)[^;]*;")
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+_ERRNO = {"EIO": 5, "ENOSPC": 28, "EROFS": 30, "EUCLEAN": 117, "EFSCORRUPTED": 117}
+
+
+@dataclass(frozen=True, slots=True)
+class KmsgRecord:
+    facility: int
+    level: int
+    seq: int
+    usec: int
+    continued: bool  # flags "c": part of a longer line
+    text: str
+    props: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    kind: str  # error | read-only | no-space
+    devname: str
+    device: tuple[int, int] | None = None
+    errno: int = 0
+    function: str = ""
+    comm: str = ""
+    message: str = ""
+
+
+def _unescape(raw: bytes) -> str:
+    # /dev/kmsg writes non-printable bytes as \xNN.
+    return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw).decode("utf-8", "replace")
+
+
+def parse_kmsg(record: bytes) -> KmsgRecord:
+    """One record as one read() of /dev/kmsg returns it."""
+    m = _HEADER.match(record)
+    if m is None:
+        raise KernelFormatError(f"not a /dev/kmsg record: {record[:80]!r}")
+    pri, seq, usec = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if pri > 1023:
+        raise KernelFormatError(f"priority out of range in {record[:80]!r}")
+    body = record[m.end():].rstrip(b"\n").split(b"\n")
+    props = {}
+    for line in body[1:]:
+        key, sep, value = line.strip().partition(b"=")
+        if sep and key:
+            props[_unescape(key)] = _unescape(value)
+    return KmsgRecord(
+        facility=pri >> 3, level=pri & 7, seq=seq, usec=usec,
+        continued="c" in m.group(4).decode("ascii", "replace"),
+        text=_unescape(body[0]), props=props,
+    )
+
+
+_DEV = r"(?P<dev>[\w.:+-]+?)"
+# (kind, pattern); the first that matches wins, so the specific come first.
+RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for k, p in (
+    ("read-only", rf"^EXT[234]-fs \({_DEV}\): Remounting file ?system read-only"),
+    ("no-space", rf"^EXT4-fs \({_DEV}\): Delayed block allocation failed .* error (?P<errno>\d+)"),
+    ("error", rf"^EXT[234]-fs error \(device {_DEV}\): (?P<func>\w+)(?::\d+)?:"
+              r"(?:.*? comm (?P<comm>[^:]+):)?"),
+    ("error", rf"^EXT2-fs \({_DEV}\): error: (?P<func>\w+)"),
+    ("error", rf"^Aborting journal on device {_DEV}(?:-\d+)?\.?$"),
+    ("read-only", rf"^XFS \({_DEV}\): .*(?:Shutting down filesystem|has been shut down)"),
+    ("error", rf"^XFS \({_DEV}\): (?:Metadata )?[Cc]orruption (?:of in-memory data )?detected"),
+    ("error", rf"^XFS \({_DEV}\): metadata I/O error in \"(?P<func>\w+)[^\"]*\".* error "
+              r"(?P<errno>\d+)"),
+    ("read-only", rf"^BTRFS(?: \w+)? \(device {_DEV}(?: state \w+)?\): forced readonly"),
+    ("no-space", rf"^BTRFS warning \(device {_DEV}(?: state \w+)?\): ENOSPC"),
+    ("error", rf"^BTRFS(?: error|: error) \(device {_DEV}(?: state \w+)?\)"
+              r"(?: in (?P<func>\w+))?(?:.*errno=-(?P<errno>\d+))?"),
+    ("error", rf"^(?:blk_update_request: )?(?:I/O|critical \w+(?: \w+)*) error, dev {_DEV},"
+              r" sector"),
+    ("error", rf"^Buffer I/O error on dev {_DEV}, logical block"),
+))
+
+
+def classify(rec: KmsgRecord) -> Classified | None:
+    """What a kernel record says about a file system or device, or None."""
+    if rec.facility != 0:
+        return None  # written by a process: never trusted
+    for kind, rule in RULES:
+        m = rule.search(rec.text)
+        if m is None:
+            continue
+        groups = m.groupdict()
+        errno = int(groups["errno"]) if groups.get("errno") else 0
+        if not errno and kind == "no-space":
+            errno = 28
+        if not errno and "space allocation" in rec.text:
+            errno = 28
+        elif not errno and ("I/O error" in rec.text or "journal" in rec.text):
+            errno = _ERRNO["EIO"]
+        return Classified(
+            kind=kind, devname=groups["dev"], device=_device_prop(rec.props),
+            errno=errno, function=groups.get("func") or "",
+            comm=(groups.get("comm") or "").strip(), message=rec.text,
+        )
+    return None
+
+
+def _device_prop(props: dict[str, str]) -> tuple[int, int] | None:
+    m = re.fullmatch(r"b(\d+):(\d+)", props.get("DEVICE", ""))
+    return (int(m.group(1)), int(m.group(2))) if m else None
