@@ -1,0 +1,149 @@
+"""fanotify FAN_FS_ERROR (Linux >= 5.16): file systems report their own errors.
+
+How it works: one fanotify group (FAN_REPORT_FID, needed for FAN_FS_ERROR)
+gets a FAN_MARK_FILESYSTEM mark per watched file system that supports it
+(ext4 does; tmpfs and most others refuse the mark, which is fine: kmsg still
+covers them). An error event carries the file system's fsid, the errno of
+the first error and how many errors happened since the last event was read.
+The fsid is mapped back to the device through statvfs' f_fsid taken when the
+mark was added. The parser is pure and never trusts a length it reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fsmond.errors import KernelFeatureError
+from fsmond.events import DevNum, KernelReport, Observation
+
+log = logging.getLogger(__name__)
+
+FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_NOTIF, FAN_REPORT_FID = 0x1, 0x2, 0x0, 0x200
+FAN_MARK_ADD, FAN_MARK_REMOVE, FAN_MARK_FILESYSTEM = 0x1, 0x2, 0x100
+FAN_FS_ERROR = 0x8000
+FAN_Q_OVERFLOW = 0x4000
+FAN_EVENT_INFO_TYPE_FID, FAN_EVENT_INFO_TYPE_ERROR = 1, 5
+AT_FDCWD = -100
+_META = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
+_INFO = struct.Struct("=BBH")  # info_type, pad, len
+_FSID = struct.Struct("=II")
+_ERROR = struct.Struct("=iI")  # error, error_count
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                                ctypes.c_char_p]
+
+
+@dataclass(frozen=True, slots=True)
+class FsError:
+    fsid: int  # val[0] | val[1] << 32, as statvfs' f_fsid on 64-bit Linux
+    errno: int
+    count: int
+    overflow: bool = False
+
+
+def fsid_key(val0: int, val1: int) -> int:
+    return (val0 & 0xFFFFFFFF) | (val1 & 0xFFFFFFFF) << 32
+
+
+def parse_fs_error_events(buf: bytes) -> list[FsError]:
+    """Pure: error events in a read() buffer; a malformed record ends the parse."""
+    out: list[FsError] = []
+    off = 0
+    while off + _META.size <= len(buf):
+        event_len, _vers, _res, meta_len, mask, _fd, _pid = _META.unpack_from(buf, off)
+        if event_len < _META.size or meta_len < _META.size or off + event_len > len(buf):
+            break
+        if mask & FAN_Q_OVERFLOW:
+            out.append(FsError(0, 0, 0, overflow=True))
+        fsid, err = None, None
+        info = off + meta_len
+        while info + _INFO.size <= off + event_len:
+            itype, _pad, ilen = _INFO.unpack_from(buf, info)
+            if ilen < _INFO.size or info + ilen > off + event_len:
+                break
+            body = info + _INFO.size
+            if itype == FAN_EVENT_INFO_TYPE_FID and ilen >= _INFO.size + _FSID.size:
+                fsid = fsid_key(*_FSID.unpack_from(buf, body))
+            elif itype == FAN_EVENT_INFO_TYPE_ERROR and ilen >= _INFO.size + _ERROR.size:
+                err = _ERROR.unpack_from(buf, body)
+            info += ilen
+        if mask & FAN_FS_ERROR and fsid is not None and err is not None:
+            out.append(FsError(fsid, abs(err[0]), err[1]))
+        off += event_len
+    return out
+
+
+class FsErrorSource:
+    name = "fanotify-errors"
+
+    def __init__(self, emit: Callable[[Observation], None]) -> None:
+        self._emit = emit
+        self._fd = -1
+        self._by_fsid: dict[int, DevNum] = {}
+        self._paths: dict[DevNum, tuple[str, int]] = {}
+        self.overflows = 0
+
+    def watch(self, device: DevNum, path: str) -> bool:
+        """Mark the file system at `path`; False when it (or the kernel) cannot."""
+        if self._fd < 0 or device in self._paths:
+            return device in self._paths
+        try:
+            fsid = os.statvfs(path).f_fsid
+        except OSError:
+            return False
+        rc = _libc.fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, FAN_FS_ERROR,
+                                 AT_FDCWD, os.fsencode(path))
+        if rc != 0:
+            log.debug("no FAN_FS_ERROR on %s: %s", path, os.strerror(ctypes.get_errno()))
+            return False
+        self._by_fsid[fsid] = device
+        self._paths[device] = (path, fsid)
+        return True
+
+    def unwatch(self, device: DevNum) -> None:
+        path, fsid = self._paths.pop(device, ("", 0))
+        self._by_fsid.pop(fsid, None)
+        if path and self._fd >= 0:
+            # The mark usually went with the superblock already; failure is fine.
+            _libc.fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, FAN_FS_ERROR,
+                                AT_FDCWD, os.fsencode(path))
+
+    async def run(self, started: Callable[[], None]) -> None:
+        fd = _libc.fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_FID | FAN_NONBLOCK | FAN_CLOEXEC,
+                                 os.O_RDONLY)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise KernelFeatureError(err, f"fanotify_init for FAN_FS_ERROR: {os.strerror(err)}")
+        self._fd = fd
+        loop = asyncio.get_running_loop()
+        loop.add_reader(fd, self._on_readable)
+        started()
+        try:
+            await asyncio.Future()  # until cancelled
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._fd = -1
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                buf = os.read(self._fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            for e in parse_fs_error_events(buf):
+                if e.overflow:
+                    self.overflows += 1
+                    continue
+                device = self._by_fsid.get(e.fsid)
+                if device is None:
+                    continue
+                self._emit(KernelReport(kind="error", source="fanotify", device=device,
+                                        errno=e.errno, count=max(1, e.count)))
