@@ -37,6 +37,10 @@ def test_parser_never_crashes_on_garbage(data: bytes) -> None:
     parse_fs_error_events(event(0x8000, (1, 2), 5, 1)[: len(data) % 60] + data)
 
 
+def trigger(loop: str, message: str) -> None:
+    Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text(message + "\n")
+
+
 @pytest.mark.root
 def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
     with loop_ext4(tmp_path / "img", tmp_path / "m") as (m, loop), \
@@ -44,18 +48,17 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
         st = os.stat(m)
         dev = (os.major(st.st_dev), os.minor(st.st_dev))
         got: list[Observation] = []
-        src = FsErrorSource(got.append)
 
         async def main() -> tuple[bool, bool]:
+            arrived = asyncio.Event()
+            src = FsErrorSource(lambda o: (got.append(o), arrived.set()))
             started = asyncio.Event()
             task = asyncio.create_task(src.run(started.set))
             await asyncio.wait_for(started.wait(), 5)
             marked = src.watch(dev, str(m)), src.watch((0, 99), str(t))
-            Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text("fanotify test\n")
+            trigger(loop, "fanotify test")
             try:
-                async with asyncio.timeout(10):
-                    while not got:
-                        await asyncio.sleep(0.01)  # noqa: ASYNC110 (the source has no event to wait on)
+                await asyncio.wait_for(arrived.wait(), 10)
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

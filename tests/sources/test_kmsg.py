@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,15 +17,24 @@ from tests.running import loop_ext4
 pytestmark = [pytest.mark.root]
 
 
-async def collect(src: KmsgSource, got: list[Observation], action: object, until: object) -> None:
+async def collect(got: list[Observation], action: Callable[[], None],
+                  until: Callable[[], bool]) -> KmsgSource:
+    """Run a KmsgSource, do `action`, and return once `until()` holds."""
+    done = asyncio.Event()
+
+    def emit(o: Observation) -> None:
+        got.append(o)
+        if until():
+            done.set()
+
+    src = KmsgSource(emit)
     started = asyncio.Event()
     task = asyncio.create_task(src.run(started.set))
     await asyncio.wait_for(started.wait(), 5)
-    action()  # type: ignore[operator]
+    action()
     try:
-        async with asyncio.timeout(10):
-            while not until():  # type: ignore[operator]
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(done.wait(), 10)
+        return src
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -37,7 +47,6 @@ def test_real_ext4_error_and_remount_ro_resolved_to_the_device(tmp_path: Path) -
         dev = (os.major(st.st_dev), os.minor(st.st_dev))
         assert resolve_devname(loop) == dev
         got: list[Observation] = []
-        src = KmsgSource(got.append)
 
         def act() -> None:
             with open("/dev/kmsg", "w") as k:  # a process's line first: must be ignored
@@ -47,7 +56,7 @@ def test_real_ext4_error_and_remount_ro_resolved_to_the_device(tmp_path: Path) -
         def done() -> bool:
             return any(isinstance(o, KernelReport) and o.kind == "read-only" for o in got)
 
-        asyncio.run(collect(src, got, act, done))
+        src = asyncio.run(collect(got, act, done))
     reports = [o for o in got if isinstance(o, KernelReport)]
     assert [r.kind for r in reports] == ["error", "error", "read-only"]  # error, jbd2, ro
     assert all(r.device == dev and r.devname == loop and r.source == "kmsg" for r in reports)
