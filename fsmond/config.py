@@ -179,7 +179,7 @@ def parse_config(text: str, origin: str = "<string>") -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{origin}: not valid TOML: {e}") from None
     root = Table(data, "", origin)
-    d = Table(root.take("daemon", _table, {}), "daemon", origin)
+    d = Table(root.take("daemon", _table, _EMPTY), "daemon", origin)
     daemon = DaemonConfig(
         poll_interval=d.take("poll_interval", parse_duration, 5.0),
         min_poll_interval=d.take("min_poll_interval", parse_duration, 0.1),
@@ -197,11 +197,11 @@ def parse_config(text: str, origin: str = "<string>") -> Config:
         raise d.error("min_poll_interval", daemon.min_poll_interval,
                       f"must not be more than daemon.poll_interval ({daemon.poll_interval}s)")
     d.finish()
-    b = Table(root.take("dbus", _table, {}), "dbus", origin)
+    b = Table(root.take("dbus", _table, _EMPTY), "dbus", origin)
     dbus = DbusConfig(enabled=b.take("enabled", bool_, True), bus=b.take("bus", _bus, "system"))
     b.finish()
-    mqtt = parse_mqtt(Table(root.take("mqtt", _table, {}), "mqtt", origin))
-    df = Table(root.take("defaults", _table, {}), "defaults", origin)
+    mqtt = parse_mqtt(Table(root.take("mqtt", _table, _EMPTY), "mqtt", origin))
+    df = Table(root.take("defaults", _table, _EMPTY), "defaults", origin)
     defaults = _watch_fields(df, ResolvedWatch())
     none: tuple[str, ...] = ()
     ignore = df.take("ignore_fstypes", _str_list, none)
@@ -231,6 +231,9 @@ def parse_config(text: str, origin: str = "<string>") -> Config:
         ignore_fstypes=(BUILTIN_IGNORED | frozenset(ignore)) - frozenset(include),
         watches=tuple(watches), _resolved=tuple(resolved),
     )
+
+
+_EMPTY: dict[str, Any] = {}
 
 
 def _table(v: object) -> dict[str, Any]:

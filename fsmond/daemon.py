@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
 from fsmond.engine.core import Engine, Updates
+from fsmond.engine.filesystems import MERGE_WAIT
 from fsmond.errors import FsmondError
 from fsmond.events import DevNum, ErrorHistory, Event, Observation
 from fsmond.sdnotify import Notifier
@@ -67,7 +68,8 @@ class Daemon:
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self.engine = Engine(config, log_size=config.daemon.changelog_size)
+        self.engine = Engine(config, log_size=config.daemon.changelog_size,
+                             merge_wait=MERGE_WAIT if config.daemon.kmsg else 0.0)
         self.publishers: list[Publisher] = list(publishers or [])
         self.update_listeners: list[Callable[[Updates], None]] = []
         self._shutdown_trigger = shutdown_trigger or (

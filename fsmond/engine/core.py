@@ -64,8 +64,9 @@ def _mount_order(e: MountEntry) -> tuple[bool, int, str]:
 
 
 class Engine:
-    def __init__(self, policy: Policy, log_size: int = 4096) -> None:
+    def __init__(self, policy: Policy, log_size: int = 4096, merge_wait: float = 0.0) -> None:
         self.policy = policy
+        self.merge_wait = merge_wait  # see FileSystem.merge_wait
         self.mounts = MountTable(log_size)
         self.filesystems: dict[DevNum, FileSystem] = {}
         self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
@@ -95,7 +96,10 @@ class Engine:
         elif isinstance(obs, Responsive):
             notices = fs.on_responsive()
         elif isinstance(obs, SuperOptions):
-            if obs.super_options == fs.super_options:
+            # Only emergency_ro is news here: nothing tells the mount table about
+            # it. Every other option change comes with a namespace change, and the
+            # mount backend (which can tell an admin's remount) reports it.
+            if not _forced(obs.super_options) or _forced(fs.super_options):
                 return []
             notices = fs.on_super_options(obs.super_options, admin_remount=False)
         else:
@@ -250,7 +254,8 @@ class Engine:
                 continue
             top = entries[0]
             if fs is None:
-                fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec)
+                fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec,
+                                merge_wait=self.merge_wait)
                 self.filesystems[dev] = fs
                 self._updates.fs_added.add(dev)
                 self._updates.fs_removed.discard(dev)

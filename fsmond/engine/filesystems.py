@@ -23,6 +23,7 @@ from fsmond.errors import TransitionError
 from fsmond.events import DevNum, KernelReport, SpaceSample
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
+MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
 RATE_WEIGHT = 0.5  # weight of the newest interval in the fill-rate average
 
 
@@ -65,6 +66,7 @@ class _ErrorWindow:
     emitted: int  # errors already published from this window
     by_source: dict[str, int]
     last: KernelReport
+    hold_until: float | None = None  # a report without text, waiting for kmsg's
 
     @property
     def total(self) -> int:
@@ -106,6 +108,7 @@ class FileSystem:
     inodes: Threshold | None = None
     _no_space: bool = False
     _no_inodes: bool = False
+    merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     _window: _ErrorWindow | None = None
 
     def __post_init__(self) -> None:
@@ -272,13 +275,19 @@ class FileSystem:
         out = self.flush(now)
         w = self._window
         if w is None:
-            self._window = _ErrorWindow(now, 0, {r.source: r.count}, r)
-            return [*out, self._error_notice(r, self._take(self._window))]
+            w = self._window = _ErrorWindow(now, 0, {r.source: r.count}, r)
+            if not r.message and self.merge_wait > 0:
+                # fanotify knows the errno but not the text, and kmsg's view of
+                # the same error is usually a fraction of a millisecond behind:
+                # hold it briefly so the one event carries both.
+                w.hold_until = now + self.merge_wait
+                return out
+            return [*out, self._error_notice(w.last, self._take(w))]
         w.by_source[r.source] = w.by_source.get(r.source, 0) + r.count
-        if r.message or not w.last.message:
-            w.last = _merge(w.last, r)
-        else:
-            w.last = _merge(r, w.last)
+        w.last = _merge(w.last, r) if w.last.message or not r.message else _merge(r, w.last)
+        if w.hold_until is not None and w.last.message:
+            w.hold_until = None
+            out.append(self._error_notice(w.last, self._take(w)))
         return out
 
     def _take(self, w: _ErrorWindow) -> int:
@@ -292,11 +301,16 @@ class FileSystem:
         return Notice("err", "error", {
             "errno": r.errno, "count": count, "function": r.function,
             "message": r.message, "source": r.source, "replayed": r.replayed,
+            "sources": sorted(self._window.by_source) if self._window else [r.source],
         }, pid=r.pid, comm=r.comm)
 
     def flush(self, now: float) -> list[Notice]:
-        """Publish what a finished fold window still owes."""
+        """Publish a held error whose partner did not come, or what a finished
+        fold window still owes."""
         w = self._window
+        if w is not None and w.hold_until is not None and now >= w.hold_until:
+            w.hold_until = None
+            return [self._error_notice(w.last, self._take(w))]
         if w is None or now < w.start + FOLD_WINDOW:
             return []
         self._window = None
@@ -305,7 +319,10 @@ class FileSystem:
         return []
 
     def flush_deadline(self) -> float | None:
-        return self._window.start + FOLD_WINDOW if self._window else None
+        w = self._window
+        if w is None:
+            return None
+        return w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW
 
 
 def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:

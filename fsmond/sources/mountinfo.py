@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from fsmond.errors import KernelFormatError
+from fsmond.errors import ConfigError, KernelFormatError
 from fsmond.events import MountEntry
 
 _OCTAL = re.compile(rb"\\([0-7]{3})")
@@ -77,3 +77,16 @@ class MountinfoParser:
             fresh[line] = entry
         self._cache = fresh
         return tuple(fresh.values())
+
+
+def mountinfo_path(mount_namespace: str) -> str:
+    """The mountinfo file that shows a namespace: "" is our own."""
+    if not mount_namespace:
+        return "/proc/self/mountinfo"
+    m = re.fullmatch(r"/proc/(\d+|self)/ns/mnt", mount_namespace)
+    if m is None:
+        raise ConfigError(
+            f"daemon.mount_namespace = {mount_namespace!r}: the mountinfo backend needs a "
+            "/proc/<pid>/ns/mnt path"
+        )
+    return f"/proc/{m.group(1)}/mountinfo"

@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import select
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from fsmond.errors import ConfigError, KernelFeatureError
+from fsmond.errors import KernelFeatureError
 from fsmond.events import MountSnapshot, Observation
-from fsmond.sources.mountinfo import MountinfoParser
+from fsmond.sources import mountapi
+from fsmond.sources.fanotify_mounts import FanotifyMountSource
+from fsmond.sources.mountinfo import MountinfoParser, mountinfo_path
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,6 @@ class MountSource(Protocol):
     name: str
 
     async def run(self, started: Callable[[], None]) -> None: ...
-
-
-def mountinfo_path(mount_namespace: str) -> str:
-    """The mountinfo file that shows a namespace: "" is our own."""
-    if not mount_namespace:
-        return "/proc/self/mountinfo"
-    m = re.fullmatch(r"/proc/(\d+|self)/ns/mnt", mount_namespace)
-    if m is None:
-        raise ConfigError(
-            f"daemon.mount_namespace = {mount_namespace!r}: the mountinfo backend needs a "
-            "/proc/<pid>/ns/mnt path"
-        )
-    return f"/proc/{m.group(1)}/mountinfo"
 
 
 def read_all(fd: int) -> bytes:
@@ -121,13 +109,11 @@ def make_mount_source(
     """`auto` takes fanotify when the kernel has it, else mountinfo."""
     if backend in ("auto", "fanotify"):
         try:
-            from fsmond.sources import fanotify_mounts, mountapi
-
             if mountapi.has_fanotify_mounts() and mountapi.has_statmount():
                 ns = mount_namespace or "/proc/self/ns/mnt"
-                return fanotify_mounts.FanotifyMountSource(emit, ns_path=ns)
+                return FanotifyMountSource(emit, ns_path=ns)
             reason = "the kernel lacks fanotify mount marks or statmount"
-        except (ImportError, OSError) as e:
+        except OSError as e:
             reason = str(e)
         if backend == "fanotify":
             raise KernelFeatureError(f"mount_backend = fanotify is not available: {reason}")

@@ -163,6 +163,23 @@ def test_kernel_errors_fold_per_second_and_merge_sources() -> None:
     assert e.tick(12) == [] and e.next_deadline() is None
 
 
+def test_a_textless_error_waits_briefly_for_kmsg_and_becomes_one_event() -> None:
+    e = Engine(Policy(), merge_wait=0.05)
+    e.process(MountSnapshot((DATA,)), 0.0)
+    fan = KernelReport("error", "fanotify", DEV, errno=117)
+    kmsg = KernelReport("error", "kmsg", DEV, "loop0", function="f", message="boom")
+    assert e.process(fan, 10.0) == [] and e.next_deadline() == 10.05
+    merged = e.process(kmsg, 10.001)
+    assert names(merged) == [("err", "error")]
+    assert merged[0].details["message"] == "boom" and merged[0].details["errno"] == 117
+    assert merged[0].details["count"] == 1 and merged[0].details["sources"] == ["fanotify", "kmsg"]
+    assert e.tick(11.0) == []
+    # kmsg never comes (another file system type): published when the hold ends
+    assert e.process(fan, 20.0) == []
+    late = e.tick(20.05)
+    assert names(late) == [("err", "error")] and late[0].details["errno"] == 117
+
+
 def test_unresponsive_then_responsive_once_each() -> None:
     e, _ = started()
     assert names(e.process(Unresponsive(DEV, 2.0), 1)) == [("warn", "unresponsive")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,11 @@ def test_history_after_a_real_error(tmp_path: Path) -> None:
         before = error_history_for(dev)
         assert before is not None and before.count == 0
         Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text("history\n")
-        after = error_history_for(dev)
+        # ext4 records the error in its superblock from a work item: wait for it.
+        deadline = time.monotonic() + 10
+        while (after := error_history_for(dev)) is not None and after.count == 0:
+            assert time.monotonic() < deadline, "errors_count never moved"
+            time.sleep(0.01)
     assert after is not None and after.count == 1
     assert after.last_error.startswith("trigger_test_error:")
     assert error_history_for((7, 250)) is None

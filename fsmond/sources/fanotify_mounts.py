@@ -1,0 +1,162 @@
+"""The `fanotify` mount-table backend: the kernel says which mount changed.
+
+How it works: a fanotify group marks the mount namespace for FAN_MNT_ATTACH
+and FAN_MNT_DETACH. Each wake-up reads every queued event and turns the
+batch into one MountDelta: attached ids are statmount'ed (in a thread, so a
+storm of thousands never blocks the loop), detached ids are mapped back to
+their mountinfo id, and an attach and a detach of the same id in one batch
+cancel out. The cost of a change is O(1) in the size of the table. If the
+queue overflowed (FAN_Q_OVERFLOW: more than 16,384 events unread), one full
+listmount + statmount resync follows as a MountSnapshot; the engine diffs
+it by mount id, so nothing is lost or duplicated.
+
+fanotify says nothing of remounts. /proc/<pid>/mountinfo raises POLLPRI on
+every change of the namespace, remounts included; a wake-up with no
+attach/detach of ours around it can only be a remount or a propagation
+change, so it triggers a sweep: statmount of the known mounts, emitting the
+ones whose options changed. During an attach/detach storm the sweep waits
+until the storm is over (one sweep per storm), so its O(n) cost is paid
+only when it can find something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import time
+from collections.abc import Callable
+
+from fsmond.events import MountDelta, MountEntry, MountSnapshot, Observation
+from fsmond.sources import mountapi
+from fsmond.sources.mountinfo import mountinfo_path
+
+log = logging.getLogger(__name__)
+
+SWEEP_DELAY = 0.05  # after a quiet POLLPRI wake-up
+STORM_QUIET = 0.5  # no attach/detach for this long: the storm is over
+
+
+class FanotifyMountSource:
+    name = "fanotify"
+
+    def __init__(self, emit: Callable[[Observation], None],
+                 ns_path: str = "/proc/self/ns/mnt") -> None:
+        self._emit = emit
+        self.ns_path = ns_path
+        own = os.path.realpath(ns_path) == os.path.realpath("/proc/self/ns/mnt")
+        self._ns_id = 0 if own else mountapi.mnt_ns_id_of(ns_path)
+        self._mountinfo = mountinfo_path("" if own else ns_path)
+        self._known: dict[int, MountEntry] = {}  # unique id -> entry
+        self.overflows = 0
+        self.sweeps = 0
+        self.batches = 0
+        self._last_event = 0.0
+        self._sweep_wanted = asyncio.Event()
+
+    # ----------------------------------------------------------- kernel calls
+
+    def _stat_all(self, ids: list[int]) -> dict[int, MountEntry]:
+        out = {}
+        for uid in ids:
+            found = mountapi.statmount(uid, self._ns_id)
+            if found is not None:
+                out[uid] = found.entry
+        return out
+
+    def _full_table(self) -> dict[int, MountEntry]:
+        return self._stat_all(mountapi.listmount_all(self._ns_id))
+
+    # --------------------------------------------------------------- the loop
+
+    async def run(self, started: Callable[[], None]) -> None:
+        fd = mountapi.open_mount_fanotify(self.ns_path)
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        mi = os.open(self._mountinfo, os.O_RDONLY | os.O_CLOEXEC)
+        ep = select.epoll()
+        try:
+            ep.register(mi, select.EPOLLPRI | select.EPOLLERR)
+            ep.poll(0)
+            loop.add_reader(fd, readable.set)
+            loop.add_reader(ep.fileno(), lambda: self._on_pollpri(ep))
+            self._known = await asyncio.to_thread(self._full_table)
+            self._emit(MountSnapshot(tuple(self._known.values())))
+            started()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._sweeper())
+                while True:
+                    await readable.wait()
+                    readable.clear()
+                    await self._read_batch(fd)
+        finally:
+            loop.remove_reader(fd)
+            loop.remove_reader(ep.fileno())
+            ep.close()
+            os.close(mi)
+            os.close(fd)
+
+    def _on_pollpri(self, ep: select.epoll) -> None:
+        ep.poll(0)  # the loop's epoll already consumed POLLPRI; being called is the news
+        self._sweep_wanted.set()
+
+    async def _read_batch(self, fd: int) -> None:
+        events: list[tuple[str, int]] = []
+        while True:
+            try:
+                buf = os.read(fd, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not buf:
+                break
+            events += mountapi.parse_mount_events(buf)
+        if not events:
+            return
+        self._last_event = time.monotonic()
+        self.batches += 1
+        if any(kind == "overflow" for kind, _ in events):
+            self.overflows += 1
+            log.warning("fanotify mount queue overflowed: resyncing the whole table")
+            self._known = await asyncio.to_thread(self._full_table)
+            self._emit(MountSnapshot(tuple(self._known.values())))
+            return
+        # The net effect of the batch per id, in order: attach then detach is nothing.
+        net: dict[int, str] = {}
+        for kind, uid in events:
+            if kind == "detach" and net.get(uid) == "attach":
+                del net[uid]
+            else:
+                net[uid] = kind
+        attached = [uid for uid, kind in net.items() if kind == "attach"]
+        removed = [self._known.pop(uid).mount_id for uid, kind in net.items()
+                   if kind == "detach" and uid in self._known]
+        fresh = await asyncio.to_thread(self._stat_all, attached) if attached else {}
+        self._known.update(fresh)
+        if fresh or removed:
+            self._emit(MountDelta(added=tuple(fresh.values()), removed=tuple(removed)))
+
+    async def _sweeper(self) -> None:
+        while True:
+            await self._sweep_wanted.wait()
+            await asyncio.sleep(SWEEP_DELAY)
+            # Wait out an attach/detach storm: its POLLPRIs are explained by the
+            # events; a remount inside it is caught by the one sweep after it.
+            quiet = time.monotonic() - self._last_event
+            if quiet < STORM_QUIET:
+                await asyncio.sleep(STORM_QUIET - quiet)
+                continue
+            self._sweep_wanted.clear()
+            await self._sweep()
+
+    async def _sweep(self) -> None:
+        self.sweeps += 1
+        known = dict(self._known)
+        now = await asyncio.to_thread(self._stat_all, list(known))
+        changed = []
+        for uid, entry in now.items():
+            if self._known.get(uid) == known[uid] and entry != known[uid]:
+                self._known[uid] = entry
+                changed.append(entry)
+        if changed:
+            self._emit(MountDelta(changed=tuple(changed)))

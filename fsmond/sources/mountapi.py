@@ -1,0 +1,269 @@
+"""listmount(2) / statmount(2) (Linux >= 6.8) and fanotify mount marks (>= 6.15) via ctypes.
+
+How it works: listmount gives the unique 64-bit ids of a namespace's mounts
+in pages; statmount fills a `struct statmount` whose strings live after a
+fixed 512-byte header at offsets the header gives. The result is rendered
+exactly as /proc/self/mountinfo would show it (per-mount flags in field 6,
+"rw"/"ro", superblock flags and the file system's own options in field 11),
+so both backends produce equal MountEntry values. fanotify's mount events
+carry the unique id; the caller keeps unique id -> mountinfo id to map
+detaches back. Layouts follow include/uapi/linux/mount.h and fanotify.h.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_mod
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+
+from fsmond.errors import KernelFeatureError, KernelFormatError
+from fsmond.events import MountEntry
+
+SYS_STATMOUNT, SYS_LISTMOUNT = 457, 458  # x86_64 and the generic table alike
+LSMT_ROOT = 0xFFFFFFFFFFFFFFFF
+MNT_ID_REQ_SIZE_VER1 = 32
+STATMOUNT_SB_BASIC, STATMOUNT_MNT_BASIC = 0x1, 0x2
+STATMOUNT_MNT_ROOT, STATMOUNT_MNT_POINT, STATMOUNT_FS_TYPE = 0x8, 0x10, 0x20
+STATMOUNT_MNT_OPTS, STATMOUNT_FS_SUBTYPE, STATMOUNT_SB_SOURCE = 0x80, 0x100, 0x200
+ALL = (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC | STATMOUNT_MNT_ROOT | STATMOUNT_MNT_POINT
+       | STATMOUNT_FS_TYPE | STATMOUNT_MNT_OPTS | STATMOUNT_FS_SUBTYPE | STATMOUNT_SB_SOURCE)
+NS_GET_MNTNS_ID = 0x8008B705  # _IOR(0xb7, 5, __u64)
+
+FAN_CLOEXEC, FAN_NONBLOCK, FAN_REPORT_MNT = 0x1, 0x2, 0x4000
+FAN_MARK_ADD, FAN_MARK_MNTNS = 0x1, 0x110
+FAN_MNT_ATTACH, FAN_MNT_DETACH, FAN_Q_OVERFLOW = 0x01000000, 0x02000000, 0x4000
+FAN_EVENT_INFO_TYPE_MNT = 7  # 6 is FAN_EVENT_INFO_TYPE_RANGE in the merged uapi
+
+# struct statmount header: (name, offset, format)
+_HDR = struct.Struct("=IIQIIQII QQII QQQQQ II Q II II II Q II II")
+_HEADER_SIZE = 512
+(_SIZE, _MNT_OPTS, _MASK, _MAJ, _MIN, _MAGIC, _SBF, _FS_TYPE, _MNT_ID, _PARENT_ID,
+ _ID_OLD, _PARENT_OLD, _ATTR, _PROP, _PEER, _MASTER, _PROP_FROM, _ROOT, _POINT, _NS_ID,
+ _SUBTYPE, _SOURCE) = range(22)
+
+_MNT_FLAGS = ((0x2, "nosuid"), (0x4, "nodev"), (0x8, "noexec"))
+_ATIME = {0x10: "noatime", 0x00: "relatime", 0x20: ""}
+_SB_FLAG_NAMES = ((0x10, "sync"), (0x80, "dirsync"), (0x40, "mand"), (0x2000000, "lazytime"))
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int,
+                                ctypes.c_char_p]
+
+
+@dataclass(frozen=True, slots=True)
+class StatMount:
+    unique_id: int
+    entry: MountEntry
+
+
+def _req(mnt_id: int, param: int = 0, ns_id: int = 0) -> bytes:
+    return struct.pack("=IIQQQ", MNT_ID_REQ_SIZE_VER1, 0, mnt_id, param, ns_id)
+
+
+def listmount_all(mnt_ns_id: int = 0) -> list[int]:
+    """Every unique mount id of the namespace (0: our own), in pages."""
+    out: list[int] = []
+    last = 0
+    page = 4096
+    ids = (ctypes.c_uint64 * page)()
+    while True:
+        req = _req(LSMT_ROOT, last, mnt_ns_id)
+        n = _libc.syscall(SYS_LISTMOUNT, req, ids, page, 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            raise KernelFeatureError(err, f"listmount: {os.strerror(err)}")
+        out.extend(ids[:n])
+        if n < page:
+            return out
+        last = ids[n - 1]
+
+
+def _string(buf: bytes, offset: int) -> str:
+    start = _HEADER_SIZE + offset
+    end = buf.find(b"\0", start)
+    if end < 0:
+        raise KernelFormatError("statmount string without its NUL")
+    return buf[start:end].decode("utf-8", "surrogateescape")
+
+
+def mount_options(attr: int) -> str:
+    """Field 6 of mountinfo from MOUNT_ATTR_* flags."""
+    opts = ["ro" if attr & 0x1 else "rw"]
+    opts += [name for bit, name in _MNT_FLAGS if attr & bit]
+    atime = _ATIME.get(attr & 0x70, "")
+    if atime == "noatime":
+        opts.append(atime)
+    if attr & 0x80:
+        opts.append("nodiratime")
+    if atime == "relatime":
+        opts.append(atime)
+    if attr & 0x200000:
+        opts.append("nosymfollow")
+    return ",".join(opts)
+
+
+def super_options(sb_flags: int, fs_opts: str) -> str:
+    """Field 11 of mountinfo: rw/ro, superblock flags, the file system's own options."""
+    opts = ["ro" if sb_flags & 0x1 else "rw"]
+    opts += [name for bit, name in _SB_FLAG_NAMES if sb_flags & bit]
+    if fs_opts:
+        opts.append(fs_opts)
+    return ",".join(opts)
+
+
+def decode_statmount(buf: bytes) -> StatMount:
+    """Pure: a filled `struct statmount` -> StatMount."""
+    if len(buf) < _HEADER_SIZE:
+        raise KernelFormatError("statmount buffer shorter than its header")
+    h = _HDR.unpack_from(buf, 0)
+    mask = h[_MASK]
+    if mask & (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC) != 3:
+        raise KernelFormatError(f"statmount did not fill the basics (mask {mask:#x})")
+
+    def text(bit: int, idx: int) -> str:
+        return _string(buf, h[idx]) if mask & bit else ""
+
+    fstype = text(STATMOUNT_FS_TYPE, _FS_TYPE)
+    subtype = text(STATMOUNT_FS_SUBTYPE, _SUBTYPE)
+    return StatMount(h[_MNT_ID], MountEntry(
+        mount_id=h[_ID_OLD],
+        parent_id=h[_PARENT_OLD],
+        device=(h[_MAJ], h[_MIN]),
+        root=text(STATMOUNT_MNT_ROOT, _ROOT),
+        mount_point=text(STATMOUNT_MNT_POINT, _POINT),
+        options=mount_options(h[_ATTR]),
+        fstype=f"{fstype}.{subtype}" if subtype else fstype,
+        source=text(STATMOUNT_SB_SOURCE, _SOURCE) or "none",
+        super_options=super_options(h[_SBF], text(STATMOUNT_MNT_OPTS, _MNT_OPTS)),
+    ))
+
+
+def statmount(mnt_id: int, mnt_ns_id: int = 0, mask: int = ALL) -> StatMount | None:
+    """The mount with this unique id, or None once it is gone."""
+    size = 4096
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        rc = _libc.syscall(SYS_STATMOUNT, _req(mnt_id, mask, mnt_ns_id), buf, size, 0)
+        if rc == 0:
+            return decode_statmount(buf.raw)
+        err = ctypes.get_errno()
+        if err == errno_mod.EOVERFLOW and size < 1 << 24:
+            size *= 4  # long mount points or options: grow and ask again
+            continue
+        if err == errno_mod.ENOENT:
+            return None
+        raise KernelFeatureError(err, f"statmount: {os.strerror(err)}")
+
+
+def mnt_ns_id_of(ns_path: str) -> int:
+    """The 64-bit id of a mount namespace file (0 means our own for the syscalls)."""
+    fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        out = bytearray(8)
+        fcntl.ioctl(fd, NS_GET_MNTNS_ID, out)
+        return int(struct.unpack("=Q", out)[0])
+    finally:
+        os.close(fd)
+
+
+def super_options_of_path(path: str) -> str | None:
+    """The superblock options of the file system mounted at `path` (emergency_ro
+    shows only here on ext4). Uses statx's unique mount id, then statmount."""
+    mnt_id = _statx_mnt_id(path)
+    if mnt_id is None:
+        return None
+    try:
+        found = statmount(mnt_id, mask=STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC
+                          | STATMOUNT_MNT_OPTS)
+    except (KernelFeatureError, KernelFormatError):
+        return None
+    return None if found is None else found.entry.super_options
+
+
+_STATX_MNT_ID_UNIQUE = 0x4000
+_AT_NO_AUTOMOUNT, _AT_STATX_DONT_SYNC, _AT_SYMLINK_NOFOLLOW = 0x800, 0x4000, 0x100
+_STX_MNT_ID_OFFSET = 0x90  # struct statx: stx_mnt_id
+
+
+def _statx_mnt_id(path: str) -> int | None:
+    buf = ctypes.create_string_buffer(256)
+    flags = _AT_NO_AUTOMOUNT | _AT_STATX_DONT_SYNC | _AT_SYMLINK_NOFOLLOW
+    if _libc.statx(-100, os.fsencode(path), flags, _STATX_MNT_ID_UNIQUE, buf) != 0:
+        return None
+    mask = struct.unpack_from("=I", buf.raw, 0)[0]
+    if not mask & _STATX_MNT_ID_UNIQUE:
+        return None
+    return int(struct.unpack_from("=Q", buf.raw, _STX_MNT_ID_OFFSET)[0])
+
+
+def open_mount_fanotify(ns_path: str = "/proc/self/ns/mnt") -> int:
+    """A non-blocking fanotify fd reporting attach/detach in a mount namespace."""
+    fd = _libc.fanotify_init(FAN_REPORT_MNT | FAN_NONBLOCK | FAN_CLOEXEC, os.O_RDONLY)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise KernelFeatureError(err, f"fanotify_init(FAN_REPORT_MNT): {os.strerror(err)}")
+    try:
+        ns = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(fd)
+        raise
+    try:
+        if _libc.fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_MNTNS,
+                               FAN_MNT_ATTACH | FAN_MNT_DETACH, ns, None) != 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise KernelFeatureError(err, f"fanotify mount-namespace mark: {os.strerror(err)}")
+    finally:
+        os.close(ns)
+    return int(fd)
+
+
+_META = struct.Struct("=IBBHQii")
+_INFO = struct.Struct("=BBH")
+
+
+def parse_mount_events(buf: bytes) -> list[tuple[str, int]]:
+    """Pure: ("attach"|"detach"|"overflow", unique id) from a read(); a malformed
+    record ends the parse (what came before it is kept)."""
+    out: list[tuple[str, int]] = []
+    off = 0
+    while off + _META.size <= len(buf):
+        event_len, _v, _r, meta_len, mask, _fd, _pid = _META.unpack_from(buf, off)
+        if event_len < _META.size or meta_len < _META.size or off + event_len > len(buf):
+            break
+        if mask & FAN_Q_OVERFLOW:
+            out.append(("overflow", 0))
+        info = off + meta_len
+        while info + _INFO.size <= off + event_len:
+            itype, _pad, ilen = _INFO.unpack_from(buf, info)
+            if ilen < _INFO.size or info + ilen > off + event_len:
+                break
+            if itype == FAN_EVENT_INFO_TYPE_MNT and ilen >= _INFO.size + 12:
+                (mnt_id,) = struct.unpack_from("=Q", buf, info + _INFO.size + 4)
+                if mask & FAN_MNT_DETACH:
+                    out.append(("detach", mnt_id))
+                if mask & FAN_MNT_ATTACH:
+                    out.append(("attach", mnt_id))
+            info += ilen
+        off += event_len
+    return out
+
+
+def has_statmount() -> bool:
+    try:
+        listmount_all()
+    except KernelFeatureError:
+        return False
+    return True
+
+
+def has_fanotify_mounts() -> bool:
+    try:
+        os.close(open_mount_fanotify())
+    except (KernelFeatureError, OSError):
+        return False
+    return True

@@ -1,0 +1,124 @@
+"""The fanotify backend: attach, detach, remount, and a storm past the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fsmond.engine.mounts import MountTable
+from fsmond.events import MountDelta, MountSnapshot, Observation
+from fsmond.sources import mountapi
+from fsmond.sources.fanotify_mounts import FanotifyMountSource
+from tests.running import run, tmpfs
+
+pytestmark = [pytest.mark.root]
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+async def follow(table: MountTable, action: Callable[[], None],
+                 until: Callable[[FanotifyMountSource], bool],
+                 block: bool = False) -> FanotifyMountSource:
+    """Run the source into a MountTable, do `action` (in a thread, or blocking the
+    loop so that the source cannot read meanwhile), then wait for `until`."""
+    changed = asyncio.Event()
+
+    def emit(o: Observation) -> None:
+        if isinstance(o, MountSnapshot):
+            table.apply_snapshot(o)
+        elif isinstance(o, MountDelta):
+            table.apply_delta(o)
+        changed.set()
+
+    src = FanotifyMountSource(emit)
+    started = asyncio.Event()
+    task = asyncio.create_task(src.run(started.set))
+    await asyncio.wait_for(started.wait(), 10)
+    if block:
+        action()
+    else:
+        await asyncio.to_thread(action)
+    try:
+        async with asyncio.timeout(60):
+            while not until(src):
+                changed.clear()
+                await changed.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return src
+
+
+def kernel_table() -> dict[int, object]:
+    out = {}
+    for uid in mountapi.listmount_all():
+        found = mountapi.statmount(uid)
+        if found is not None:
+            out[found.entry.mount_id] = found.entry
+    return out
+
+
+def test_attach_remount_detach(tmp_path: Path) -> None:
+    table = MountTable()
+    t = tmp_path / "t"
+    t.mkdir()
+
+    def mount() -> None:
+        run("mount", "-t", "tmpfs", "-o", "size=1m", "fan", str(t))
+
+    def at(point: Path, opts: str) -> Callable[[FanotifyMountSource], bool]:
+        return lambda _: any(e.mount_point == str(point) and opts in e.super_options
+                             for e in table.mounts.values())
+
+    asyncio.run(follow(table, mount, at(t, "size=1024k")))
+    asyncio.run(follow(table, lambda: None, at(t, "size=1024k")))  # resync sees it too
+    try:
+        table2 = MountTable()
+        src = asyncio.run(follow(
+            table2, lambda: run("mount", "-o", "remount,size=2m", str(t)), at2 := (
+                lambda _: any(e.mount_point == str(t) and "size=2048k" in e.super_options
+                              for e in table2.mounts.values()))))
+        assert at2(src) and src.sweeps >= 1
+        assert asyncio.run(follow(
+            table2, lambda: run("umount", str(t)),
+            lambda _: all(e.mount_point != str(t) for e in table2.mounts.values())))
+    finally:
+        with contextlib.suppress(Exception):
+            run("umount", str(t))
+
+
+def test_a_storm_past_the_queue_resyncs_to_the_exact_table(tmp_path: Path) -> None:
+    n = 20_000  # more than the 16,384 events a fanotify queue holds
+    with tmpfs(tmp_path / "s", "size=16m") as base:
+        (base / "src").mkdir()
+        for i in range(n):
+            (base / f"m{i}").mkdir()
+        table = MountTable()
+
+        def storm() -> None:
+            src = str(base / "src").encode()
+            for i in range(n):
+                assert libc.mount(src, str(base / f"m{i}").encode(), None, 0x1000, None) == 0
+            for i in range(0, n, 2):  # and half of them go again
+                assert libc.umount2(str(base / f"m{i}").encode(), 2) == 0
+
+        expected: dict[int, object] = {}
+
+        def storm_then_read_kernel() -> None:
+            storm()
+            expected.update(kernel_table())
+
+        # The loop is blocked during the storm: nothing drains the queue, so it
+        # overflows, as it would behind a busy daemon.
+        src = asyncio.run(follow(table, storm_then_read_kernel,
+                                 lambda s: s.overflows > 0 and table.mounts == expected,
+                                 block=True))
+        assert src.overflows >= 1
+        assert table.mounts == kernel_table()
+        ours = [e for e in table.mounts.values() if e.mount_point.startswith(f"{base}/m")]
+        assert len(ours) == n // 2

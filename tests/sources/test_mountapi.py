@@ -1,0 +1,64 @@
+"""listmount/statmount render mounts exactly as /proc/self/mountinfo does."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fsmond.sources import mountapi
+from fsmond.sources.mountinfo import parse_mountinfo
+from tests.running import run, tmpfs
+
+pytestmark = [pytest.mark.root]
+
+
+def statmount_table() -> dict[int, object]:
+    out = {}
+    for uid in mountapi.listmount_all():
+        found = mountapi.statmount(uid)
+        assert found is not None
+        out[found.entry.mount_id] = found.entry
+    return out
+
+
+def test_every_mount_equals_its_mountinfo_line_with_odd_names(tmp_path: Path) -> None:
+    odd = tmp_path / "a b\tc\nd\\e"
+    with tmpfs(odd, "size=1m,mode=700,nosuid,nodev,noexec"):
+        run("mount", "--bind", "-o", "ro", str(odd), str(tmp_path))
+        try:
+            run("mount", "-o", "remount,bind,ro,noatime", str(tmp_path))
+            mountinfo = {e.mount_id: e for e in parse_mountinfo(
+                Path("/proc/self/mountinfo").read_bytes())}
+            assert statmount_table() == mountinfo
+            assert any(e.mount_point == str(odd) for e in mountinfo.values())
+        finally:
+            run("umount", str(tmp_path))
+
+
+def test_gone_mounts_and_super_options_of_a_path(tmp_path: Path) -> None:
+    assert mountapi.statmount(0xFFFF_FFFF_0000) is None
+    with tmpfs(tmp_path / "t", "size=1m") as t:
+        assert mountapi.super_options_of_path(str(t)) == "rw,size=1024k"
+    assert mountapi.has_statmount() and mountapi.has_fanotify_mounts()
+
+
+def mnt_event(mask: int, mnt_id: int) -> bytes:
+    info = struct.pack("=BBHIQ", mountapi.FAN_EVENT_INFO_TYPE_MNT, 0, 16, 0, mnt_id)
+    return struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, 0) + info
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_event_parser(n: int) -> None:
+    buf = (mnt_event(mountapi.FAN_MNT_ATTACH, 7) + mnt_event(mountapi.FAN_MNT_DETACH, 9)) * n
+    assert mountapi.parse_mount_events(buf) == [("attach", 7), ("detach", 9)] * n
+    assert mountapi.parse_mount_events(mnt_event(mountapi.FAN_Q_OVERFLOW, 0))[0][0] == "overflow"
+
+
+@given(st.binary(max_size=120))
+def test_event_parser_never_crashes(data: bytes) -> None:
+    mountapi.parse_mount_events(data)
+    mountapi.parse_mount_events(mnt_event(mountapi.FAN_MNT_ATTACH, 1)[: len(data) % 40] + data)
