@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.running import dev_of, fsmond, loop_ext4, run, tmpfs, write_config
+from tests.running import FsmondProcess, dev_of, fsmond, loop_ext4, run, tmpfs, write_config
 
 pytestmark = [pytest.mark.root]
 
@@ -185,3 +185,24 @@ def test_bad_config_exits_78_with_the_key(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 78
     assert "daemon.poll_interval" in r.stderr and "soon" in r.stderr
+
+
+def test_sigterm_stops_cleanly_and_sighup_with_a_broken_file_keeps_going(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "fanotify", str(tmp_path / "t"))
+    with tmpfs(tmp_path / "t", "size=10m") as t:
+        p = FsmondProcess(cfg)
+        try:
+            p.wait_ready()
+            p.wait_for(p.named("watch-added"))
+            good = cfg.read_text()
+            cfg.write_text("[daemon]\npoll_interval = 'never'\n")
+            p.signal(signal.SIGHUP)
+            e = p.wait_for(p.named("config"))
+            assert "daemon.poll_interval" in e["details"]["message"] and e["class"] == "err"
+            cfg.write_text(good)
+            fill(t, "a", 6)  # the old configuration still applies: 50% lower level
+            p.wait_for(p.named("threshold", level="lower", state="reached"))
+        finally:
+            rc = p.stop()
+    assert rc == 0
+    assert any("shutting down" in line for line in p.stderr)
