@@ -82,6 +82,12 @@ async def _serve(config: Config, args: argparse.Namespace) -> None:
     if args.print_events:
         publishers.append(ConsolePublisher())
     daemon = Daemon(config, args.config, publishers=publishers)
+    if config.dbus.enabled and not args.no_dbus:
+        from fsmond.publishers.dbus import DbusPublisher
+
+        dbus = DbusPublisher(daemon, args.bus or config.dbus.bus)
+        daemon.publishers.append(dbus)
+        daemon.update_listeners.append(dbus.on_updates)
     await daemon.run()
 
 

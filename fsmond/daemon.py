@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from fsmond import __version__
-from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
+from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
 from fsmond.engine.core import Engine, Updates
 from fsmond.engine.filesystems import MERGE_WAIT
-from fsmond.errors import FsmondError
-from fsmond.events import DevNum, ErrorHistory, Event, Observation
+from fsmond.errors import FsmondError, InvalidArgsError
+from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
 from fsmond.sources.space import SpaceSampler
@@ -156,6 +156,44 @@ class Daemon:
         """An event of the daemon itself (config errors), attached to no file system."""
         self._deliver([self.engine.note(cls, name, details, time.time())])
 
+    # ------------------------------------------------- what clients may ask
+
+    def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
+        """AddWatch: validated like a [[watch]]; returns the file system's object path."""
+        _check_path(mount_point)
+        spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
+        self._deliver(self.engine.add_watch(mount_point, spec, time.time()))
+        entry = self.engine.mounts.at(mount_point)
+        return fs_object_path(entry.device if entry else None)
+
+    def remove_watch(self, mount_point: str) -> None:
+        _check_path(mount_point)
+        self._deliver(self.engine.remove_watch(mount_point, time.time()))
+
+    def status(self) -> dict[str, Any]:
+        """GetStatus and `fsmonctl status`: versions, backends, counts."""
+        out: dict[str, Any] = {
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+            "mount_backend": self.mount_source.name,
+            "error_backends": [n for n, c in (("kmsg", self.kmsg), ("fanotify", self.fserror))
+                               if c is not None and n not in self.failed],
+            "device_backend": "udev" if self.config.daemon.udev and "udev" not in self.failed
+            else "",
+            "mounts": len(self.engine.mounts),
+            "generation": self.engine.mounts.generation,
+            "filesystems": len(self.engine.filesystems),
+            "watches": len(self.engine.filesystems),
+            "events": self.events,
+            "kmsg_overruns": getattr(self.kmsg, "overruns", 0),
+            "last_reload_error": self.last_reload_error,
+            "unavailable": dict(self.failed),
+        }
+        for p in self.publishers:
+            out[f"{p.name}_dropped"] = getattr(getattr(p, "outbox", None), "dropped",
+                                               getattr(p, "dropped", 0))
+        return out
+
     # ---------------------------------------------------------------- reload
 
     def reload(self) -> None:
@@ -262,6 +300,12 @@ class Daemon:
     def _reload_quietly(self) -> None:
         with contextlib.suppress(FsmondError, OSError):
             self.reload()
+
+
+def _check_path(mount_point: str) -> None:
+    if not mount_point.startswith("/") or "\0" in mount_point or len(mount_point) > 4096:
+        raise InvalidArgsError(
+            f"mount point {mount_point[:100]!r} must be an absolute path of at most 4096 bytes")
 
 
 def _error_history(dev: DevNum) -> ErrorHistory | None:

@@ -1,0 +1,286 @@
+"""The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
+
+How it works: a Manager object at /org/fsmond/FsMon1 (with ObjectManager)
+and one FileSystem object per watched file system. Events come through a
+bounded outbox and go out as the Manager's `Event` and the file system
+object's own `Event` (kevent style). State changes are coalesced: a flusher
+runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
+mount table did since, one PropertiesChanged per object with only the
+values that changed, so a 15,000-mount storm becomes a few signals.
+
+dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
+child's own path, so the bus class sends them from the ObjectManager's path;
+a method cannot see its caller, so the privileged methods are taken by a
+message handler that asks the bus for the caller's uid first; a full socket
+would kill the connection (EAGAIN is treated as a fatal error), so writes
+that would block wait for the socket instead, and sending pauses while too
+much is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+from dbus_fast.service import ServiceInterface
+
+from fsmond.engine.core import Updates
+from fsmond.errors import FsmondError
+from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.publishers.dbus_convert import CONST_PROPERTIES, change_dict, event_dict
+from fsmond.publishers.dbus_objects import (
+    BUS_NAME,
+    MANAGER_IFACE,
+    FileSystemObject,
+    ManagerObject,
+    translate,
+)
+from fsmond.publishers.outbox import Outbox
+
+if TYPE_CHECKING:
+    from fsmond.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.1  # seconds: coalescing of MountsChanged and PropertiesChanged
+HIGH_WATER = 2000  # messages queued in the connection before sending pauses
+PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
+
+
+class _NonBlockingSocket:
+    """dbus-fast treats EAGAIN from send() as a dead connection; report 'nothing
+    written' instead, so it waits for the socket to become writable."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def sendmsg(self, *args: Any) -> int:
+        try:
+            return self._sock.sendmsg(*args)
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class ObjectManagerBus(MessageBus):
+    """InterfacesAdded/Removed from the ObjectManager's path, as the spec wants."""
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected or path == ROOT_PATH or not isinstance(interface, FileSystemObject):
+            return
+        body = {interface.name: interface.all_variants()}
+        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+                                     "InterfacesAdded", "oa{sa{sv}}", [path, body]))
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected or path == ROOT_PATH:
+            return
+        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+                                     "InterfacesRemoved", "oas", [path, removed_interfaces]))
+
+
+def bus_type_and_address(bus: str) -> tuple[BusType, str | None]:
+    if bus == "system":
+        return BusType.SYSTEM, None
+    if bus == "session":
+        return BusType.SESSION, None
+    return BusType.SESSION, bus
+
+
+class DbusPublisher:
+    name = "dbus"
+
+    def __init__(self, daemon: Daemon, bus: str = "system", queue_size: int = 100_000) -> None:
+        self.daemon = daemon
+        self.bus_name = bus
+        self.outbox: Outbox[Event] = Outbox("dbus", queue_size)
+        self.manager = ManagerObject(daemon)
+        self.objects: dict[DevNum, FileSystemObject] = {}
+        self._by_path: dict[str, FileSystemObject] = {}
+        self._bus: ObjectManagerBus | None = None
+        self._dirty: set[DevNum] = set()
+        self._sent: dict[DevNum, dict[str, Any]] = {}
+        self._mount_changes: list[dict[str, Variant]] = []
+        self._generation_sent = -1
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.signals = 0
+
+    # ----------------------------------------------------- from the daemon
+
+    def publish(self, event: Event) -> None:
+        self.outbox.put(event)
+
+    def on_updates(self, u: Updates) -> None:
+        for dev in u.fs_removed:
+            self._remove_object(dev)
+        for dev in u.fs_added:
+            self._add_object(dev)
+        self._dirty |= u.fs_changed & self.objects.keys()
+        engine = self.daemon.engine
+        for c in u.mount_changes:
+            fs = engine.filesystems.get(c.entry.device)
+            self._mount_changes.append(change_dict(c, fs_object_path(fs.device) if fs else "/"))
+        self._wake.set()
+
+    def _add_object(self, dev: DevNum) -> None:
+        if dev in self.objects or self._bus is None:
+            return
+        obj = FileSystemObject(self.daemon.engine, dev)
+        self.objects[dev] = obj
+        self._by_path[fs_object_path(dev)] = obj
+        self._sent[dev] = obj.values()
+        self._bus.export(fs_object_path(dev), obj)
+
+    def _remove_object(self, dev: DevNum) -> None:
+        obj = self.objects.pop(dev, None)
+        self._by_path.pop(fs_object_path(dev), None)
+        self._sent.pop(dev, None)
+        self._dirty.discard(dev)
+        if obj is not None and self._bus is not None:
+            self._bus.unexport(fs_object_path(dev), obj)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self, started: Callable[[], None]) -> None:
+        bus_type, address = bus_type_and_address(self.bus_name)
+        bus = ObjectManagerBus(bus_address=address, bus_type=bus_type)
+        try:
+            await bus.connect()
+        except (OSError, DBusError, ValueError) as e:
+            raise FsmondError(f"cannot connect to the {self.bus_name} bus: {e}") from e
+        writer = bus._writer
+        assert writer is not None and writer.sock is not None
+        writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+        self._bus = bus
+        bus.add_message_handler(self._privileged_call)
+        bus.export(ROOT_PATH, self.manager)
+        for dev in self.daemon.engine.filesystems:
+            self._add_object(dev)
+        reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            bus.disconnect()
+            raise FsmondError(f"{BUS_NAME} is already owned on the {self.bus_name} bus")
+        log.info("D-Bus: %s on the %s bus", BUS_NAME, self.bus_name)
+        started()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._send_events())
+                tg.create_task(self._flush_state())
+                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+                # The bus went away: exit non-zero so systemd restarts us and
+                # everything is exported again on the new bus.
+                raise FsmondError(f"lost the connection to the {self.bus_name} bus")
+        finally:
+            if bus.connected:
+                bus.disconnect()
+
+    def _backlog(self) -> int:
+        writer = self._bus._writer if self._bus is not None else None
+        return len(writer.messages) if writer is not None else 0
+
+    async def _paced(self) -> None:
+        """Wait while the connection has much unsent: bounded memory, no EAGAIN death."""
+        for _ in range(100_000):  # bounded: about 8 minutes at most
+            if self._backlog() <= HIGH_WATER:
+                return
+            await asyncio.sleep(0.005)
+
+    async def _send_events(self) -> None:
+        while True:
+            for e in await self.outbox.get_batch(256):
+                body = event_dict(e)
+                self.manager.Event(e.fs, e.cls, e.name, body)
+                obj = self._by_path.get(e.fs)
+                if obj is not None:
+                    obj.Event(e.cls, e.name, body)
+                self.signals += 1 + (obj is not None)
+            await self._paced()
+
+    async def _flush_state(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._flush_once()
+            await self._paced()
+            await asyncio.sleep(FLUSH_INTERVAL)
+
+    def _flush_once(self) -> None:
+        engine = self.daemon.engine
+        if self._mount_changes:
+            changes, self._mount_changes = self._mount_changes, []
+            self.manager.MountsChanged(engine.mounts.generation, changes)
+        if engine.mounts.generation != self._generation_sent:
+            self._generation_sent = engine.mounts.generation
+            self.manager.emit_properties_changed({"Generation": self._generation_sent})
+        for dev in list(self._dirty):
+            obj = self.objects.get(dev)
+            if obj is None:
+                continue
+            now = obj.values()
+            before = self._sent.get(dev, {})
+            changed = {k: v for k, v in now.items()
+                       if before.get(k) != v and k not in CONST_PROPERTIES}
+            self._sent[dev] = now
+            if changed:
+                obj.emit_properties_changed(changed)
+        self._dirty.clear()
+
+    # ------------------------------------------------------ privileged calls
+
+    def _privileged_call(self, msg: Message) -> bool:
+        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything."""
+        if (msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH
+                or msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED):
+            return False
+        self._spawn(self._answer_privileged(msg))
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_privileged(self, msg: Message) -> None:
+        bus = self._bus
+        assert bus is not None
+        try:
+            reply = await bus.call(Message(
+                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus", member="GetConnectionUnixUser",
+                signature="s", body=[msg.sender]))
+            if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
+                raise DBusError(f"{BUS_NAME}.Error.AccessDenied", "cannot tell who the caller is")
+            if reply.body[0] != 0:
+                raise DBusError(f"{BUS_NAME}.Error.AccessDenied",
+                                f"{msg.member} is for root only (caller uid {reply.body[0]})")
+            member = msg.member or ""
+            if msg.signature != PRIVILEGED[member]:
+                raise DBusError(f"{BUS_NAME}.Error.InvalidArgs",
+                                f"{member} takes ({PRIVILEGED[member]}), not ({msg.signature})")
+            with translate():
+                if msg.member == "AddWatch":
+                    path = self.daemon.add_watch(*msg.body)
+                    bus.send(Message.new_method_return(msg, "o", [path]))
+                    return
+                if msg.member == "RemoveWatch":
+                    self.daemon.remove_watch(msg.body[0])
+                else:
+                    self.daemon.reload()
+            bus.send(Message.new_method_return(msg))
+        except DBusError as e:
+            bus.send(Message.new_error(msg, e.type, e.text))

@@ -1,0 +1,138 @@
+"""Pure conversions from fsmond's values to D-Bus values (a{sv} dictionaries).
+
+D-Bus strings must be valid UTF-8, but mount points are bytes in the kernel:
+a name that is not UTF-8 (decoded with surrogateescape) is sent with the
+bad bytes replaced, plus the exact bytes under an extra `<key>_bytes` (ay),
+so nothing is lost and nothing invalid goes on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dbus_fast import Variant
+
+from fsmond.engine.filesystems import FileSystem
+from fsmond.engine.mounts import MountChange
+from fsmond.events import Event, MountEntry, dev_str, format_time
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def text(value: str) -> tuple[str, bytes | None]:
+    """A D-Bus-safe string, and the exact bytes when it had to be changed."""
+    try:
+        value.encode("utf-8")
+        return value, None
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "replace"), raw
+
+
+def put_text(out: dict[str, Variant], key: str, value: str) -> None:
+    safe, raw = text(value)
+    out[key] = Variant("s", safe)
+    if raw is not None:
+        out[key + "_bytes"] = Variant("ay", raw)
+
+
+def variant(value: Any) -> Variant:
+    """A best-fitting Variant for a details value (recursively for maps and lists)."""
+    if isinstance(value, Variant):
+        return value
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, int):
+        return Variant("x", max(INT64_MIN, min(INT64_MAX, value)))
+    if isinstance(value, float):
+        return Variant("d", value)
+    if isinstance(value, str):
+        return Variant("s", text(value)[0])
+    if isinstance(value, Mapping):
+        return Variant("a{sv}", vardict(value))
+    if isinstance(value, list | tuple):
+        if all(isinstance(v, str) for v in value):
+            return Variant("as", [text(v)[0] for v in value])
+        return Variant("av", [variant(v) for v in value])
+    return Variant("s", text(str(value))[0])
+
+
+def vardict(values: Mapping[str, Any]) -> dict[str, Variant]:
+    return {text(str(k))[0]: variant(v) for k, v in values.items()}
+
+
+def event_dict(e: Event) -> dict[str, Variant]:
+    out: dict[str, Variant] = {
+        "seq": Variant("t", e.seq),
+        "time": Variant("s", format_time(e.time)),
+        "class": Variant("s", e.cls),
+        "name": Variant("s", e.name),
+        "fs": Variant("o", e.fs),
+        "fstype": Variant("s", text(e.fstype)[0]),
+        "device": Variant("s", e.device),
+        "pid": Variant("u", max(0, e.pid)),
+        "comm": Variant("s", text(e.comm)[0]),
+        "details": Variant("a{sv}", vardict(e.details)),
+    }
+    put_text(out, "mount_point", e.mount_point)
+    put_text(out, "source", e.source)
+    return out
+
+
+def mount_dict(m: MountEntry, fs_path: str) -> dict[str, Variant]:
+    out: dict[str, Variant] = {
+        "mount_id": Variant("u", m.mount_id),
+        "parent_id": Variant("u", m.parent_id),
+        "fstype": Variant("s", text(m.fstype)[0]),
+        "device": Variant("s", dev_str(m.device)),
+        "options": Variant("s", m.options),
+        "fs": Variant("o", fs_path),
+    }
+    put_text(out, "mount_point", m.mount_point)
+    put_text(out, "root", m.root)
+    put_text(out, "source", m.source)
+    put_text(out, "super_options", m.super_options)
+    return out
+
+
+def change_dict(c: MountChange, fs_path: str) -> dict[str, Variant]:
+    out = mount_dict(c.entry, fs_path)
+    out["generation"] = Variant("t", c.generation)
+    out["change"] = Variant("s", c.kind)
+    if c.old is not None:
+        out["old_options"] = Variant("s", c.old.options)
+        put_text(out, "old_super_options", c.old.super_options)
+    return out
+
+
+# name -> (signature, getter); the FileSystem object's properties (SPEC section 5).
+FS_PROPERTIES: dict[str, tuple[str, Any]] = {
+    "Device": ("s", lambda fs: dev_str(fs.device)),
+    "FsType": ("s", lambda fs: text(fs.fstype)[0]),
+    "Source": ("s", lambda fs: text(fs.source)[0]),
+    "MountPoints": ("as", lambda fs: [text(p)[0] for p in fs.mount_points]),
+    "Size": ("t", lambda fs: fs.size),
+    "Available": ("t", lambda fs: fs.available),
+    "Free": ("t", lambda fs: fs.free),
+    "Files": ("t", lambda fs: fs.files),
+    "FilesAvailable": ("t", lambda fs: fs.files_available),
+    "PercentAvailable": ("d", lambda fs: round(fs.percent_available, 3)),
+    "Level": ("s", lambda fs: fs.level),
+    "InodeLevel": ("s", lambda fs: fs.inode_level),
+    "ReadOnly": ("b", lambda fs: fs.read_only),
+    "Responsive": ("b", lambda fs: fs.responsive),
+    "ErrorCount": ("u", lambda fs: min(fs.error_count, 0xFFFFFFFF)),
+    "LastError": ("s", lambda fs: text(fs.last_error)[0]),
+    "FillRate": ("d", lambda fs: round(fs.fill_rate, 3)),
+    "SecondsToFull": ("d", lambda fs: round(fs.seconds_to_full, 3)),
+    "Classes": ("as", lambda fs: list(fs.watch.classes)),
+    "Lower": ("s", lambda fs: str(fs.watch.lower)),
+    "Upper": ("s", lambda fs: str(fs.watch.upper)),
+}
+# Never change while the object exists: no PropertiesChanged for them.
+CONST_PROPERTIES = frozenset({"Device", "FsType", "Source"})
+
+
+def fs_values(fs: FileSystem) -> dict[str, Any]:
+    return {name: get(fs) for name, (_sig, get) in FS_PROPERTIES.items()}
