@@ -27,14 +27,14 @@ Event = dict[str, Any]
 
 
 class FsmondProcess:
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(self, config: Path, *extra: str, bus: str | None = None) -> None:
         self.events: list[Event] = []
         self.stderr: list[str] = []
         self._new: queue.Queue[Event] = queue.Queue()
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
-            [*FSMOND, "--config", str(config), "--no-dbus", "--print-events",
-             "--log-level", "debug", *extra],
+            [*FSMOND, "--config", str(config), "--print-events", "--log-level", "debug",
+             *(["--bus", bus] if bus else ["--no-dbus"]), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             errors="surrogateescape",
         )
@@ -103,8 +103,8 @@ class FsmondProcess:
 
 
 @contextmanager
-def fsmond(config: Path, *extra: str) -> Iterator[FsmondProcess]:
-    p = FsmondProcess(config, *extra)
+def fsmond(config: Path, *extra: str, bus: str | None = None) -> Iterator[FsmondProcess]:
+    p = FsmondProcess(config, *extra, bus=bus)
     try:
         p.wait_ready()
         yield p

@@ -1,0 +1,66 @@
+"""Private dbus-daemons for tests: a permissive one, and a system-type one that
+includes the shipped policy (config/org.fsmond.FsMon1.conf)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+POLICY = Path(__file__).parent.parent.parent / "config" / "org.fsmond.FsMon1.conf"
+
+PERMISSIVE = """<busconfig><type>session</type><listen>unix:path={sock}</listen>
+<auth>EXTERNAL</auth><policy context="default"><allow user="*"/><allow own="*"/>
+<allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/></policy></busconfig>"""
+
+# The defaults of Debian's /usr/share/dbus-1/system.conf, plus our policy.
+SYSTEM = """<busconfig><type>system</type><listen>unix:path={sock}</listen>
+<auth>EXTERNAL</auth>
+<policy context="default">
+  <allow user="*"/><deny own="*"/><deny send_type="method_call"/>
+  <allow send_type="signal"/>
+  <allow send_requested_reply="true" send_type="method_return"/>
+  <allow send_requested_reply="true" send_type="error"/>
+  <allow receive_type="method_call"/><allow receive_type="method_return"/>
+  <allow receive_type="error"/><allow receive_type="signal"/>
+  <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+  <allow send_destination="org.freedesktop.DBus"
+         send_interface="org.freedesktop.DBus.Introspectable"/>
+</policy>
+<include>{policy}</include></busconfig>"""
+
+
+@contextmanager
+def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY) -> Iterator[str]:
+    """A dbus-daemon of its own; yields its address. The socket's folder is
+    world-searchable so tests can call it as an unprivileged uid too."""
+    folder = tempfile.mkdtemp(prefix="fsmond-bus-")
+    os.chmod(folder, 0o755)
+    conf = Path(folder) / "bus.conf"
+    conf.write_text(template.format(sock=f"{folder}/bus", policy=policy))
+    proc = subprocess.Popen(["dbus-daemon", "--nofork", "--print-address",
+                             f"--config-file={conf}"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        assert address.startswith("unix:"), address
+        os.chmod(f"{folder}/bus", 0o777)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def busctl(address: str, *args: str, uid: int | None = None,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    cmd = ["busctl", f"--address={address}", "--json=short", *args]
+    if uid is not None:
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=check)

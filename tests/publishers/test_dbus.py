@@ -1,0 +1,221 @@
+"""The D-Bus service end to end: the real daemon on a private bus, asserted from
+a second connection (busctl and a dbus-fast signal recorder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsmond.sources.mountinfo import parse_mountinfo
+from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
+from tests.publishers.signals import SignalRecorder
+from tests.running import FsmondProcess, dev_of, fsmond, loop_ext4, run, tmpfs, write_config
+
+pytestmark = [pytest.mark.root]
+NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
+MANAGER, FS = "org.fsmond.FsMon1.Manager", "org.fsmond.FsMon1.FileSystem"
+NOBODY = 65534
+
+
+def config(tmp_path: Path, watch: str) -> Path:
+    return write_config(tmp_path / "fsmond.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+udev = false
+[defaults]
+lower = "50%"
+upper = "20%"
+hysteresis = "5%"
+[[watch]]
+path = "{watch}"
+""")
+
+
+def call(address: str, member: str, sig: str = "", *args: str, **kw: Any) -> Any:
+    r = busctl(address, "call", NAME, ROOT, MANAGER, member, *([sig, *args] if sig else []),
+               **kw)
+    return json.loads(r.stdout)["data"] if r.stdout.strip() else []
+
+
+def fs_path(path: Path) -> str:
+    return f"{ROOT}/fs/{dev_of(path).replace(':', '_')}"
+
+
+def prop(address: str, obj: str, name: str) -> Any:
+    r = busctl(address, "get-property", NAME, obj, FS, name)
+    return json.loads(r.stdout)["data"]
+
+
+@pytest.fixture
+def bus() -> Iterator[str]:
+    with dbus_daemon() as address:
+        yield address
+
+
+@pytest.fixture
+def served(tmp_path: Path, bus: str) -> Iterator[tuple[str, Path, FsmondProcess, SignalRecorder]]:
+    base = tmp_path / "w"
+    base.mkdir()
+    with tmpfs(base / "t", "size=10m") as t:
+        rec = SignalRecorder(bus)
+        try:
+            with fsmond(config(tmp_path, f"{base}/*"), bus=bus) as p:
+                yield bus, t, p, rec
+        finally:
+            rec.close()
+
+
+def test_introspection_has_every_member_and_annotations(served: Any) -> None:
+    bus, t, _, _ = served
+    xml = json.loads(busctl(bus, "call", NAME, ROOT, "org.freedesktop.DBus.Introspectable",
+                            "Introspect").stdout)["data"][0]
+    for member in ("GetStatus", "ListMounts", "GetMount", "GetChangesSince", "ListWatches",
+                   "AddWatch", "RemoveWatch", "Reload", "MountsChanged", "Generation"):
+        assert f'name="{member}"' in xml
+    assert 'interface name="org.freedesktop.DBus.ObjectManager"' in xml
+    fsxml = json.loads(busctl(bus, "call", NAME, fs_path(t), "org.freedesktop.DBus."
+                              "Introspectable", "Introspect").stdout)["data"][0]
+    for p in ("Size", "Available", "PercentAvailable", "Level", "ReadOnly", "SecondsToFull",
+              "ErrorCount", "MountPoints", "Classes", "Lower", "Upper"):
+        assert f'<property name="{p}"' in fsxml
+    assert 'name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="true"' in fsxml
+    assert 'name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"' in fsxml
+
+
+def test_managed_objects_and_properties_match_statvfs(served: Any) -> None:
+    bus, t, p, _ = served
+    objects = json.loads(busctl(
+        bus, "call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+        "GetManagedObjects").stdout)["data"][0]
+    assert list(objects) == [fs_path(t)]
+    st = os.statvfs(t)
+    props = objects[fs_path(t)][FS]
+    assert props["Size"]["data"] == st.f_blocks * st.f_frsize
+    assert props["Files"]["data"] == st.f_files
+    assert props["MountPoints"]["data"] == [str(t)]
+    assert props["Device"]["data"] == dev_of(t) and props["FsType"]["data"] == "tmpfs"
+    assert prop(bus, fs_path(t), "Available") == st.f_bavail * st.f_frsize
+    status = call(bus, "GetStatus")[0]
+    assert status["mount_backend"]["data"] in ("fanotify", "mountinfo")
+    assert status["filesystems"]["data"] == 1
+
+
+def test_threshold_crossing_signals_from_manager_and_object(served: Any) -> None:
+    bus, t, _, rec = served
+    (t / "a").write_bytes(b"x" * (6 << 20))
+    on_manager = rec.wait_for(lambda s: s.path == ROOT and s.member == "Event"
+                              and s.body[2] == "threshold")
+    assert on_manager.body[0] == fs_path(t) and on_manager.body[1] == "thr"
+    details = on_manager.body[3]["details"].value
+    assert details["level"].value == "lower" and details["state"].value == "reached"
+    on_object = rec.wait_for(lambda s: s.path == fs_path(t) and s.member == "Event"
+                             and s.body[1] == "threshold")
+    assert on_object.body[:2] == ["thr", "threshold"]
+    changed = rec.wait_for(lambda s: s.path == fs_path(t) and s.member == "PropertiesChanged"
+                           and "Level" in s.body[1])
+    assert changed.body[1]["Level"].value == "lower"
+    assert prop(bus, fs_path(t), "Level") == "lower"
+
+
+def test_object_manager_signals_come_from_the_root_path(served: Any, tmp_path: Path) -> None:
+    bus, _, _, rec = served
+    with tmpfs(tmp_path / "w" / "late", "size=1m") as late:
+        added = rec.wait_for(lambda s: s.member == "InterfacesAdded"
+                             and s.body[0] == fs_path(late))
+        assert added.path == ROOT
+        assert FS in added.body[1]
+        path = fs_path(late)
+    removed = rec.wait_for(lambda s: s.member == "InterfacesRemoved" and s.body[0] == path)
+    assert removed.path == ROOT and removed.body == [path, [FS]]
+    mounts = rec.wait_for(lambda s: s.member == "MountsChanged" and any(
+        c["change"].value == "added" and c["mount_point"].value == str(late)
+        for c in s.body[1]))
+    assert mounts.path == ROOT
+
+
+def test_get_changes_since_after_a_storm_gives_the_kernel_table(served: Any,
+                                                                 tmp_path: Path) -> None:
+    bus, t, _, _ = served
+    gen, mounts = call(bus, "ListMounts")
+    client = {m["mount_id"]["data"]: m["mount_point"]["data"] for m in mounts}
+    targets = []
+    for i in range(300):
+        d = tmp_path / "storm" / f"m{i}"
+        d.mkdir(parents=True)
+        run("mount", "--bind", str(t), str(d))
+        targets.append(d)
+    for d in targets[::3]:
+        run("umount", str(d))
+    truth = {e.mount_id: e.mount_point for e in parse_mountinfo(
+        Path("/proc/self/mountinfo").read_bytes())}
+    for _ in range(100):  # until the daemon has caught up with the kernel
+        new_gen, complete, changes = call(bus, "GetChangesSince", "t", str(gen))
+        assert complete
+        for c in changes:
+            mid = c["mount_id"]["data"]
+            if c["change"]["data"] == "removed":
+                client.pop(mid)
+            else:
+                client[mid] = c["mount_point"]["data"]
+        gen = new_gen
+        if client == truth:
+            break
+    assert client == truth
+    for d in targets:
+        run("umount", "-l", str(d)) if os.path.ismount(d) else None
+
+
+def test_bad_arguments_and_non_root_callers_are_refused(served: Any) -> None:
+    bus, t, _, _ = served
+    r = busctl(bus, "call", NAME, ROOT, MANAGER, "AddWatch", "sasss", "relative", "0", "", "",
+               check=False)
+    assert r.returncode != 0 and "absolute" in r.stderr
+    r = busctl(bus, "call", NAME, ROOT, MANAGER, "AddWatch", "sasss", str(t), "1", "nope",
+               "", "", check=False)
+    assert r.returncode != 0 and "classes" in r.stderr
+    r = busctl(bus, "call", NAME, ROOT, MANAGER, "GetMount", "s", "/no/such/mount", check=False)
+    assert r.returncode != 0 and "nothing is mounted" in r.stderr
+    for args in (["Reload"], ["RemoveWatch", "s", str(t)],
+                 ["AddWatch", "sasss", str(t), "0", "", ""]):
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, *args, uid=NOBODY, check=False)
+        assert r.returncode != 0 and "root only" in r.stderr, r.stderr
+    assert call(bus, "GetStatus", uid=NOBODY)[0]["version"]["data"]
+    # root may: a new watch with its own levels, seen as a property change
+    path = call(bus, "AddWatch", "sasss", str(t), "2", "err", "thr", "90%", "80%")[0]
+    assert path == fs_path(t) and prop(bus, path, "Lower") == "90%"
+    assert prop(bus, path, "Classes") == ["err", "thr"]
+
+
+def test_ext4_error_signal(tmp_path: Path, bus: str) -> None:
+    rec = SignalRecorder(bus)
+    try:
+        with loop_ext4(tmp_path / "img", tmp_path / "e") as (m, loop), \
+                fsmond(config(tmp_path, str(m)), bus=bus):
+            Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text("dbus test\n")
+            s = rec.wait_for(lambda s: s.member == "Event" and s.body[-2] == "error"
+                             and s.path == fs_path(m))
+            assert s.body[0] == "err"
+            assert prop(bus, fs_path(m), "ErrorCount") >= 1
+    finally:
+        rec.close()
+
+
+def test_system_bus_policy_root_and_nobody(tmp_path: Path) -> None:
+    with dbus_daemon(SYSTEM) as bus, tmpfs(tmp_path / "t") as t, \
+            fsmond(config(tmp_path, str(t)), bus=bus):
+        assert call(bus, "GetStatus", uid=NOBODY)[0]["version"]["data"]
+        assert prop(bus, fs_path(t), "Size") > 0
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, "Reload", uid=NOBODY, check=False)
+        assert r.returncode != 0 and "denied" in r.stderr.lower()
+        assert call(bus, "Reload") == []
+        # nobody may not own the name either
+        r = busctl(bus, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                   "org.freedesktop.DBus", "RequestName", "su", NAME, "4", uid=NOBODY,
+                   check=False)
+        assert r.returncode != 0
