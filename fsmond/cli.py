@@ -92,11 +92,6 @@ async def _serve(config: Config, args: argparse.Namespace) -> None:
 
 
 def fsmonctl_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="fsmonctl", description="Ask fsmond what it sees.")
-    sub = p.add_subparsers(dest="command", required=True)
-    cc = sub.add_parser("check-config", help="validate a configuration file")
-    cc.add_argument("file")
-    args = p.parse_args(argv)
-    if args.command == "check-config":
-        return check_config(args.file)
-    return 2
+    from fsmond.ctl import main
+
+    return main(argv)

@@ -89,7 +89,7 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
 
 
 def test_managed_objects_and_properties_match_statvfs(served: Any) -> None:
-    bus, t, p, _ = served
+    bus, t, _p, _ = served
     objects = json.loads(busctl(
         bus, "call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
         "GetManagedObjects").stdout)["data"][0]
@@ -124,7 +124,7 @@ def test_threshold_crossing_signals_from_manager_and_object(served: Any) -> None
 
 
 def test_object_manager_signals_come_from_the_root_path(served: Any, tmp_path: Path) -> None:
-    bus, _, _, rec = served
+    _bus, _, _, rec = served
     with tmpfs(tmp_path / "w" / "late", "size=1m") as late:
         added = rec.wait_for(lambda s: s.member == "InterfacesAdded"
                              and s.body[0] == fs_path(late))

@@ -1,0 +1,95 @@
+"""fsmonctl against the real daemon on a private bus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.publishers.buses import dbus_daemon
+from tests.running import fsmond, tmpfs, write_config
+
+pytestmark = [pytest.mark.root]
+
+
+def ctl(bus: str, *args: str, uid: int | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "from fsmond.cli import fsmonctl_main as m; raise SystemExit(m())",
+           "--bus", bus, *args]
+    if uid is not None:
+        cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent.parent)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    cfg = write_config(tmp_path / "f.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+udev = false
+[defaults]
+lower = "50%"
+upper = "20%"
+[[watch]]
+path = "{tmp_path}/t"
+""")
+    with dbus_daemon() as bus, tmpfs(tmp_path / "t", "size=10m") as t, fsmond(cfg, bus=bus):
+        yield bus, t
+
+
+def test_tables_and_json(running: tuple[str, Path]) -> None:
+    bus, t = running
+    r = ctl(bus, "status")
+    assert r.returncode == 0, r.stderr
+    assert "DEVICE" in r.stdout and str(t) in r.stdout and "10.0M" in r.stdout
+    data = json.loads(ctl(bus, "status", "--json").stdout)
+    assert data["status"]["filesystems"] == 1
+    (fs,) = data["filesystems"].values()
+    assert fs["MountPoints"] == [str(t)] and fs["Level"] == "ok"
+    mounts = json.loads(ctl(bus, "mounts", "--json").stdout)
+    assert any(m["mount_point"] == str(t) for m in mounts["mounts"])
+    assert str(t) in ctl(bus, "watches").stdout
+    assert "PercentAvailable" in ctl(bus, "fs").stdout
+
+
+def test_monitor_prints_events_as_they_happen(running: tuple[str, Path]) -> None:
+    bus, t = running
+    cmd = [sys.executable, "-c", "from fsmond.cli import fsmonctl_main as m; raise SystemExit(m())",
+           "--bus", bus, "monitor", "--json", "--count", "1"]
+    mon = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).parent.parent)
+    try:
+        time.sleep(1.0)  # let it subscribe before the event happens
+        (t / "a").write_bytes(b"x" * (6 << 20))
+        out, err = mon.communicate(timeout=30)
+    finally:
+        mon.kill()
+    assert mon.returncode == 0, err
+    event = json.loads(out)
+    assert event["name"] == "threshold" and event["mount_point"] == str(t)
+
+
+def test_privileged_commands_and_exit_statuses(running: tuple[str, Path], tmp_path: Path) -> None:
+    bus, t = running
+    r = ctl(bus, "watch", "add", str(t), "err,thr", "90%", "80%")
+    assert r.returncode == 0 and r.stdout.startswith("/org/fsmond/FsMon1/fs/")
+    assert "90%" in ctl(bus, "watches").stdout
+    r = ctl(bus, "watch", "add", str(t), "err", uid=65534)
+    assert r.returncode == 1 and "root only" in r.stderr
+    assert ctl(bus, "reload").returncode == 0
+    assert ctl(bus, "watch", "remove", str(t)).returncode == 0
+    bad = write_config(tmp_path / "bad.toml", "[daemon]\nkmsg = 3\n")
+    r = ctl(bus, "check-config", str(bad))
+    assert r.returncode == 78 and "daemon.kmsg" in r.stderr
+
+
+def test_not_running_is_exit_3() -> None:
+    with dbus_daemon() as bus:
+        r = ctl(bus, "status")
+    assert r.returncode == 3 and "not running" in r.stderr
