@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -175,7 +176,9 @@ class DbusPublisher:
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             bus.disconnect()
             raise FsmondError(f"{BUS_NAME} is already owned on the {self.bus_name} bus")
-        log.info("D-Bus: %s on the %s bus", BUS_NAME, self.bus_name)
+        where = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "") if self.bus_name == "session" \
+            else ""
+        log.info("D-Bus: %s on the %s bus %s", BUS_NAME, self.bus_name, where)
         started()
         try:
             async with asyncio.TaskGroup() as tg:
