@@ -88,6 +88,12 @@ async def _serve(config: Config, args: argparse.Namespace) -> None:
         dbus = DbusPublisher(daemon, args.bus or config.dbus.bus)
         daemon.publishers.append(dbus)
         daemon.update_listeners.append(dbus.on_updates)
+    if config.mqtt.enabled:
+        from fsmond.publishers.mqtt import MqttPublisher
+
+        mqtt = MqttPublisher(config.mqtt, daemon)
+        daemon.publishers.append(mqtt)
+        daemon.update_listeners.append(mqtt.on_updates)
     await daemon.run()
 
 

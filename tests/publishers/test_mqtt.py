@@ -1,0 +1,177 @@
+"""The MQTT publisher end to end: the real daemon, a real mosquitto, a real subscriber."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.publishers.mosquitto import Broker, Subscriber
+from tests.running import FsmondProcess, fsmond, tmpfs, write_config
+
+pytestmark = [pytest.mark.root]
+
+
+def config(tmp_path: Path, watch: str, url: str, extra: str = "") -> Path:
+    return write_config(tmp_path / "fsmond.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+udev = false
+[mqtt]
+enabled = true
+url = "{url}"
+prefix = "test"
+discovery = true
+reconnect_max = "1s"
+queue_size = 100
+{extra}
+[defaults]
+lower = "50%"
+upper = "20%"
+[[watch]]
+path = "{watch}"
+""")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    b = Broker(folder).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def host() -> str:
+    import socket
+
+    from fsmond.publishers.mqtt_format import safe_id
+    return safe_id(socket.gethostname())
+
+
+def test_status_states_events_discovery_and_clean_stop(tmp_path: Path, broker: Broker) -> None:
+    sub = Subscriber(broker.port)
+    base = f"test/{host()}"
+    try:
+        with tmpfs(tmp_path / "t", "size=10m") as t:
+            cfg = config(tmp_path, str(t), f"mqtt://127.0.0.1:{broker.port}")
+            with fsmond(cfg) as p:
+                sub.wait_for(lambda m: m.topic == f"{base}/status" and m.payload == b"online")
+                state = sub.wait_for(lambda m: m.topic.startswith(f"{base}/fs/")
+                                     and m.topic.endswith("/state") and m.payload != b"")
+                assert json.loads(state.payload)["mount_points"] == [str(t)]
+                cfgs = [m for m in sub.messages if m.topic.startswith("homeassistant/")]
+                sub.wait_for(lambda m: m.topic.startswith("homeassistant/binary_sensor/"))
+                (t / "a").write_bytes(b"x" * (6 << 20))
+                ev = sub.wait_for(lambda m: m.topic == f"{base}/event/thr/threshold")
+                assert json.loads(ev.payload)["details"]["state"] == "reached"
+                assert not ev.retain
+                low = sub.wait_for(lambda m: m.topic == state.topic
+                                   and json.loads(m.payload or b"{}").get("low_space") is True)
+                assert low.payload
+                del cfgs
+            assert p.proc.returncode == 0
+        sub.wait_for(lambda m: m.topic == f"{base}/status" and m.payload == b"offline")
+    finally:
+        sub.close()
+    # retained: a new subscriber sees status and state at once
+    late = Subscriber(broker.port)
+    try:
+        late.wait_for(lambda m: m.topic == f"{base}/status" and m.retain
+                      and m.payload == b"offline")
+    finally:
+        late.close()
+
+
+def test_kill_9_leaves_the_will(tmp_path: Path, broker: Broker) -> None:
+    sub = Subscriber(broker.port, "test/+/status")
+    try:
+        cfg = config(tmp_path, "/nonexistent", f"mqtt://127.0.0.1:{broker.port}",
+                     'keepalive = "1s"')
+        p = FsmondProcess(cfg)
+        try:
+            p.wait_ready()
+            sub.wait_for(lambda m: m.payload == b"online")
+            p.proc.send_signal(signal.SIGKILL)
+            p.proc.wait(10)
+            sub.wait_for(lambda m: m.payload == b"offline", timeout=30)
+        finally:
+            p.stop()
+    finally:
+        sub.close()
+
+
+def test_broker_down_at_start_then_restarted_nothing_lost(tmp_path: Path) -> None:
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder).start()
+    # A persistent subscriber: the broker keeps QoS 1 messages for it while away.
+    sub = Subscriber(broker.port, "test/+/event/#", client_id="fsmond-test-sub")
+    broker.stop()
+    base = f"test/{host()}"
+    base_dir = tmp_path / "m"
+    base_dir.mkdir()
+    cfg = config(tmp_path, f"{base_dir}/*", f"mqtt://127.0.0.1:{broker.port}")
+
+    def mount(name: str) -> str:
+        d = base_dir / name
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "q", str(d)], check=True)
+        p.wait_for(lambda e: e["name"] == "mounted" and e["mount_point"] == str(d))
+        return str(d)
+
+    def delivered(point: str) -> int:
+        m = sub.wait_for(lambda m: m.topic == f"{base}/event/info/mounted"
+                         and json.loads(m.payload)["mount_point"] == point, timeout=30)
+        return int(json.loads(m.payload)["seq"])
+
+    try:
+        with fsmond(cfg) as p:  # ready although the broker is down
+            points = [mount(f"x{i}") for i in range(3)]
+            broker.start()
+            seqs = [delivered(point) for point in points]
+            assert seqs == sorted(seqs)  # queued events go out in order
+            broker.stop()  # and once more, mid-run
+            later = mount("later")
+            broker.start()
+            delivered(later)
+    finally:
+        sub.close()
+        broker.stop()
+        subprocess.run(f"umount {base_dir}/*", shell=True, check=False)
+
+
+def test_tls_with_a_test_ca(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=pki)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+        "-days", "2", "-subj", "/CN=fsmond test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=localhost")
+    (pki / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder, tls={"ca": pki / "ca.crt", "cert": pki / "server.crt",
+                                 "key": pki / "server.key"}).start()
+    sub = Subscriber(broker.port, tls_ca=pki / "ca.crt")
+    try:
+        cfg = config(tmp_path, "/nonexistent", f"mqtts://127.0.0.1:{broker.port}",
+                     f'ca_file = "{pki / "ca.crt"}"')
+        with fsmond(cfg):
+            sub.wait_for(lambda m: m.topic.endswith("/status") and m.payload == b"online")
+    finally:
+        sub.close()
+        broker.stop()

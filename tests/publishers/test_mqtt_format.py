@@ -1,0 +1,59 @@
+"""Topics and payloads, including Home Assistant discovery's required keys."""
+
+from __future__ import annotations
+
+import json
+
+from fsmond.engine.filesystems import FileSystem
+from fsmond.events import Event
+from fsmond.publishers.mqtt_format import (
+    Topics,
+    discovery,
+    discovery_removal,
+    event_payload,
+    safe_id,
+    state_payload,
+)
+from tests.engine.test_engine import Watch
+
+T = Topics("fsmond", "web-1.example", "homeassistant")
+
+
+def test_topics() -> None:
+    assert T.status == "fsmond/web-1_example/status"
+    assert T.event("thr", "threshold") == "fsmond/web-1_example/event/thr/threshold"
+    assert T.state((8, 1)) == "fsmond/web-1_example/fs/8_1/state"
+    assert safe_id("a/b+c#d e") == "a_b_c_d_e"
+
+
+def test_event_and_state_payloads_are_json() -> None:
+    e = Event(seq=3, time=0.0, cls="err", name="error", device="8:1", details={"count": 2})
+    assert json.loads(event_payload(e))["details"] == {"count": 2}
+    fs = FileSystem((8, 1), "ext4", "/dev/sda1", "rw", Watch(), mount_points=["/srv"],
+                    size=100, available=4, error_count=1)
+    state = json.loads(state_payload(fs))
+    assert state["percent_available"] == 4.0 and state["error_count"] == 1
+    assert state["mount_points"] == ["/srv"] and state["read_only"] is False
+
+
+def test_discovery_has_what_home_assistant_requires() -> None:
+    configs = discovery(T, (8, 1), "/srv")
+    assert len(configs) == 5
+    components = sorted(topic.split("/")[1] for topic, _ in configs)
+    assert components == ["binary_sensor"] * 3 + ["sensor"] * 2
+    ids = set()
+    for topic, raw in configs:
+        prefix, component, node, obj, last = topic.split("/")
+        assert (prefix, node, last) == ("homeassistant", "fsmond_web-1_example", "config")
+        assert safe_id(obj) == obj
+        p = json.loads(raw)
+        for key in ("name", "unique_id", "state_topic", "value_template",
+                    "availability_topic", "device"):
+            assert key in p, key
+        assert p["state_topic"] == T.state((8, 1)) and p["availability_topic"] == T.status
+        assert p["device"]["identifiers"] == ["fsmond_web-1_example"]
+        ids.add(p["unique_id"])
+        if component == "binary_sensor":
+            assert "'ON'" in p["value_template"] and "'OFF'" in p["value_template"]
+    assert len(ids) == 5
+    assert discovery_removal(T, (8, 1)) == [topic for topic, _ in configs]
