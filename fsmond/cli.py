@@ -21,6 +21,8 @@ def fsmond_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fsmond",
         description="Watch every mounted file system and publish what happens to it.",
+        epilog="fsmond install-system-files [--destdir D] [--prefix /usr] installs the "
+        "unit, bus policy, man pages and completion.",
     )
     p.add_argument("--config", metavar="FILE",
                    help=f"configuration file (default {DEFAULT_CONFIG_PATH}; missing = defaults)")
@@ -45,6 +47,11 @@ def check_config(path: str) -> int:
 
 
 def fsmond_main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["install-system-files"]:
+        from fsmond.install import main
+
+        return main(argv[1:])
     args = fsmond_parser().parse_args(argv)
     if args.check_config:
         return check_config(args.check_config)

@@ -27,14 +27,18 @@ Event = dict[str, Any]
 
 
 class FsmondProcess:
-    def __init__(self, config: Path, *extra: str, bus: str | None = None) -> None:
+    def __init__(self, config: Path, *extra: str, bus: str | None = None,
+                 launcher: list[str] | None = None) -> None:
+        """`launcher` runs fsmond through another command (a sandbox); it gets
+        fsmond's arguments after its own."""
         self.events: list[Event] = []
         self.stderr: list[str] = []
         self._new: queue.Queue[Event] = queue.Queue()
         self._ready = threading.Event()
+        args = ["--config", str(config), "--print-events", "--log-level", "debug",
+                *(["--bus", bus] if bus else ["--no-dbus"]), *extra]
         self.proc = subprocess.Popen(
-            [*FSMOND, "--config", str(config), "--print-events", "--log-level", "debug",
-             *(["--bus", bus] if bus else ["--no-dbus"]), *extra],
+            [*launcher, *args] if launcher else [*FSMOND, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             errors="surrogateescape",
         )

@@ -1,0 +1,102 @@
+"""`fsmond install-system-files`: put the unit, bus policy, activation file,
+introspection XML, example config, man pages and completion where systemd
+and dbus-daemon read them.
+
+dbus-daemon reads system bus policy from /usr/share/dbus-1/system.d and
+/etc/dbus-1/system.d only (not /usr/local/share/dbus-1/system.d), so with
+any prefix but /usr the policy goes to /etc/dbus-1/system.d.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data"
+
+
+def introspection_xml() -> dict[str, str]:
+    """Interface name -> introspection XML, from the exported objects themselves."""
+    from fsmond.publishers.dbus_objects import FileSystemObject, ManagerObject
+
+    out = {}
+    for obj in (ManagerObject(None), FileSystemObject(None, (0, 0))):  # type: ignore[arg-type]
+        iface = obj.introspect()
+        out[iface.name] = (
+            '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n'
+            f"<node>{_tostring(iface)}</node>\n")
+    return out
+
+
+def _tostring(iface: object) -> str:
+    import xml.etree.ElementTree as ET
+
+    return str(ET.tostring(iface.to_xml(), encoding="unicode"))  # type: ignore[attr-defined]
+
+
+def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
+    """Relative install path -> contents."""
+    from fsmond.cli import fsmond_parser
+    from fsmond.ctl import parser as ctl_parser
+    from fsmond.manpages import command_page, completion, config_page
+
+    p = prefix.strip("/")
+    bindir = bindir or f"{prefix}/bin"
+    policy_dir = "usr/share/dbus-1/system.d" if p == "usr" else "etc/dbus-1/system.d"
+    unit = (DATA / "fsmond.service").read_text().replace(
+        "ExecStart=/usr/bin/fsmond", f"ExecStart={bindir}/fsmond")
+    example = (DATA / "fsmond.toml").read_text()
+    files: dict[str, str | bytes] = {
+        f"{p}/lib/systemd/system/fsmond.service": unit,
+        f"{policy_dir}/org.fsmond.FsMon1.conf": (DATA / "org.fsmond.FsMon1.conf").read_text(),
+        f"{p}/share/dbus-1/system-services/org.fsmond.FsMon1.service":
+            (DATA / "org.fsmond.FsMon1.service").read_text(),
+        f"{p}/share/doc/fsmond/fsmond.toml.example": example,
+        f"{p}/share/man/man8/fsmond.8": command_page(fsmond_parser(), 8, "System Manager"),
+        f"{p}/share/man/man1/fsmonctl.1": command_page(ctl_parser(), 1, "User Commands"),
+        f"{p}/share/man/man5/fsmond.toml.5": config_page(example),
+        f"{p}/share/bash-completion/completions/fsmond": completion(fsmond_parser()),
+        f"{p}/share/bash-completion/completions/fsmonctl": completion(ctl_parser()),
+    }
+    for name, xml in introspection_xml().items():
+        files[f"{p}/share/dbus-1/interfaces/{name}.xml"] = xml
+    return files
+
+
+def install(destdir: str, prefix: str, bindir: str | None = None) -> list[Path]:
+    written = []
+    for rel, content in plan(prefix, bindir).items():
+        target = Path(destdir or "/") / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+        target.chmod(0o644)
+        written.append(target)
+    config = Path(destdir or "/") / "etc/fsmond/fsmond.toml"
+    if not config.exists():  # never overwrite an admin's configuration
+        config.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(DATA / "fsmond.toml", config)
+        written.append(config)
+    return written
+
+
+def main(argv: Sequence[str]) -> int:
+    ap = argparse.ArgumentParser(prog="fsmond install-system-files",
+                                 description="Install unit, bus policy, man pages, completion.")
+    ap.add_argument("--destdir", default=os.environ.get("DESTDIR", ""),
+                    help="staging root (packaging); default: the real /")
+    ap.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
+    ap.add_argument("--bindir", help="where the fsmond command is (default PREFIX/bin)")
+    args = ap.parse_args(argv)
+    for path in install(args.destdir, args.prefix, args.bindir):
+        print(path)
+    if not args.destdir:
+        print("now: systemctl daemon-reload && systemctl enable --now fsmond", file=sys.stderr)
+    return 0
