@@ -96,7 +96,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mounts", type=int, default=15000)
     ap.add_argument("--backend", default="fanotify", choices=["fanotify", "mountinfo"])
-    ap.add_argument("--dbus", action="store_true", help="publish on a private session bus too")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="run fsmond under cProfile, writing its stats to FILE")
+    ap.add_argument("--no-dbus", dest="dbus", action="store_false",
+                    help="do not publish on a private session bus")
     args = ap.parse_args()
     private_namespace()
     work = Path(tempfile.mkdtemp(prefix="fsmond-storm-"))
@@ -109,8 +112,16 @@ def main() -> None:
                    f'udev = false\nfanotify_errors = false\n'
                    f'[[watch]]\npath = "{work}"\n')
     fsmond_cmd = [sys.executable, "-m", "fsmond", "--config", str(cfg), "--print-events"]
-    if not args.dbus:
+    bus = None
+    if args.dbus:
+        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
+                               stdout=subprocess.PIPE, text=True)
+        assert bus.stdout is not None
+        fsmond_cmd += ["--bus", bus.stdout.readline().strip()]
+    else:
         fsmond_cmd.append("--no-dbus")
+    if args.profile:  # cProfile writes when fsmond exits cleanly on SIGTERM
+        fsmond_cmd[1:1] = ["-m", "cProfile", "-o", args.profile]
     fsmond = Watcher("fsmond " + args.backend, fsmond_cmd, str(work / "m"))
     findmnt = Watcher("findmnt --poll", ["findmnt", "--poll", "-o", "ACTION,TARGET"],
                       str(work / "m"))
@@ -135,6 +146,8 @@ def main() -> None:
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
     for w in watchers:
         w.stop()
+    if bus is not None:
+        bus.terminate()
     subprocess.run(["umount", "-l", str(work)], check=False)
     print(f"{'phase':8} {'watcher':22} {'lines':>7} {'lag s':>8}")
     for phase, name, lines, lag in rows:

@@ -58,11 +58,6 @@ class Updates:
         return bool(self.fs_added or self.fs_removed or self.fs_changed or self.mount_changes)
 
 
-def _mount_order(e: MountEntry) -> tuple[bool, int, str]:
-    # The mount that best names a file system: its whole root, the shortest path.
-    return (e.root != "/", len(e.mount_point), e.mount_point)
-
-
 class Engine:
     def __init__(self, policy: Policy, log_size: int = 4096, merge_wait: float = 0.0) -> None:
         self.policy = policy
@@ -155,9 +150,13 @@ class Engine:
         return updates
 
     def mounts_of(self, device: DevNum) -> list[MountEntry]:
-        return sorted(
-            (self.mounts.mounts[m] for m in self._by_device.get(device, ())), key=_mount_order
-        )
+        """The mounts of a file system, the one that best names it first (its whole
+        root, the shortest path). Plain tuples sort in C: this runs for every
+        batch of changes, over thousands of bind mounts in a storm."""
+        mounts = self.mounts.mounts
+        keyed = sorted((e.root != "/", len(e.mount_point), e.mount_point, e.mount_id)
+                       for e in (mounts[m] for m in self._by_device.get(device, ())))
+        return [mounts[k[3]] for k in keyed]
 
     def sample_targets(self) -> list[tuple[DevNum, str]]:
         """One path per watched file system for statvfs (never an autofs trigger:

@@ -34,9 +34,15 @@ from dbus_fast.service import ServiceInterface
 from fsmond.engine.core import Updates
 from fsmond.errors import FsmondError
 from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
-from fsmond.publishers.dbus_convert import CONST_PROPERTIES, change_dict, event_dict
+from fsmond.publishers.dbus_convert import (
+    CONST_PROPERTIES,
+    FS_PROPERTIES,
+    change_dict,
+    event_dict,
+)
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
+    FILESYSTEM_IFACE,
     MANAGER_IFACE,
     FileSystemObject,
     ManagerObject,
@@ -207,11 +213,11 @@ class DbusPublisher:
         while True:
             for e in await self.outbox.get_batch(256):
                 body = event_dict(e)
-                self.manager.Event(e.fs, e.cls, e.name, body)
-                obj = self._by_path.get(e.fs)
-                if obj is not None:
-                    obj.Event(e.cls, e.name, body)
-                self.signals += 1 + (obj is not None)
+                self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}",
+                             [e.fs, e.cls, e.name, body])
+                if e.fs in self._by_path:
+                    self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}",
+                                 [e.cls, e.name, body])
             await self._paced()
 
     async def _flush_state(self) -> None:
@@ -226,10 +232,12 @@ class DbusPublisher:
         engine = self.daemon.engine
         if self._mount_changes:
             changes, self._mount_changes = self._mount_changes, []
-            self.manager.MountsChanged(engine.mounts.generation, changes)
+            self._signal(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
+                         [engine.mounts.generation, changes])
         if engine.mounts.generation != self._generation_sent:
             self._generation_sent = engine.mounts.generation
-            self.manager.emit_properties_changed({"Generation": self._generation_sent})
+            self._properties_changed(ROOT_PATH, MANAGER_IFACE,
+                                     {"Generation": Variant("t", self._generation_sent)})
         for dev in list(self._dirty):
             obj = self.objects.get(dev)
             if obj is None:
@@ -240,8 +248,21 @@ class DbusPublisher:
                        if before.get(k) != v and k not in CONST_PROPERTIES}
             self._sent[dev] = now
             if changed:
-                obj.emit_properties_changed(changed)
+                self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
+                    k: Variant(FS_PROPERTIES[k][0], v) for k, v in changed.items()})
         self._dirty.clear()
+
+    def _signal(self, path: str, interface: str, member: str, sig: str, body: list[Any]) -> None:
+        # Sent as plain messages: dbus-fast's @dbus_signal path walks every
+        # Variant of the body looking for file descriptors, which costs more
+        # than everything else an event does.
+        if self._bus is not None and self._bus.connected:
+            self._bus.send(Message.new_signal(path, interface, member, sig, body))
+            self.signals += 1
+
+    def _properties_changed(self, path: str, interface: str, values: dict[str, Variant]) -> None:
+        self._signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged", "sa{sv}as",
+                     [interface, values, []])
 
     # ------------------------------------------------------ privileged calls
 
