@@ -75,10 +75,19 @@ def fsmond_main(argv: Sequence[str] | None = None) -> int:
         ours, rest = eg.split((FsmondError, OSError))
         if rest is not None:
             raise
-        for err in ours.exceptions if ours else ():
+        for err in _leaves(ours):
             log.error("%s", err)
         return 1
     return 0
+
+
+def _leaves(e: BaseException | None) -> list[BaseException]:
+    """The errors inside nested exception groups (task groups within task groups)."""
+    if e is None:
+        return []
+    if isinstance(e, BaseExceptionGroup):
+        return [leaf for sub in e.exceptions for leaf in _leaves(sub)]
+    return [e]
 
 
 async def _serve(config: Config, args: argparse.Namespace) -> None:

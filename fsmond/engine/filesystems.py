@@ -107,6 +107,7 @@ class FileSystem:
     space: Threshold | None = None
     inodes: Threshold | None = None
     _no_space: bool = False
+    _rated: bool = False
     _no_inodes: bool = False
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     _window: _ErrorWindow | None = None
@@ -154,7 +155,11 @@ class FileSystem:
     def on_sample(self, s: SpaceSample, now: float) -> list[Notice]:
         if self.sampled_at is not None and now > self.sampled_at:
             rate = (self.available - s.available) / (now - self.sampled_at)
-            self.fill_rate = RATE_WEIGHT * rate + (1 - RATE_WEIGHT) * self.fill_rate
+            # The first interval is the only evidence there is: averaging it
+            # with a made-up 0 would halve the first prediction.
+            weight = RATE_WEIGHT if self._rated else 1.0
+            self.fill_rate = weight * rate + (1 - weight) * self.fill_rate
+            self._rated = True
         self.sampled_at = now
         self.size, self.free, self.available = s.size, s.free, s.available
         self.files, self.files_free, self.files_available = s.files, s.files_free, s.files_available

@@ -190,10 +190,15 @@ class DbusPublisher:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_events())
                 tg.create_task(self._flush_state())
-                await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+                reason: BaseException | str = "closed"
+                try:
+                    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+                except (EOFError, OSError) as e:  # how dbus-fast says the peer went away
+                    reason = e
                 # The bus went away: exit non-zero so systemd restarts us and
                 # everything is exported again on the new bus.
-                raise FsmondError(f"lost the connection to the {self.bus_name} bus")
+                raise FsmondError(
+                    f"lost the connection to the {self.bus_name} bus ({reason!r})")
         finally:
             if bus.connected:
                 bus.disconnect()

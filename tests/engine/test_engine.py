@@ -216,3 +216,14 @@ def test_fill_rate_and_adaptive_poll_delay() -> None:
     e.process(sample(40), 2.0)
     e.process(sample(40), 30.0)
     assert fs.next_poll_delay(5.0, 0.1) == 5.0
+
+
+def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
+    e, _ = started()
+    assert [ev.details["level"] for ev in e.process(sample(8), 1)] == ["lower"]
+    assert e.set_policy(Policy(), 2) == []  # an equal configuration: nothing to say
+    assert e.filesystems[DEV].level == "lower"
+    assert e.process(sample(8), 3) == []  # and no second "reached" after the reload
+    tighter = e.set_policy(Policy(Watch(lower=Pct(5), upper=Pct(2))), 4)
+    assert [(ev.details["level"], ev.details["state"]) for ev in tighter] == [
+        ("lower", "cleared")]  # new levels apply at once to the last sample

@@ -63,4 +63,5 @@ def busctl(address: str, *args: str, uid: int | None = None,
     cmd = ["busctl", f"--address={address}", "--json=short", *args]
     if uid is not None:
         cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=check)
+    return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=30,
+                          check=check)

@@ -1,0 +1,164 @@
+"""Reliability and hostile input with real parts: nothing lost, nothing hangs,
+nobody gets in (see RELIABILITY.md for the table of faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fsmond.events import Observation
+from fsmond.sources.kmsg import KmsgSource
+from tests.publishers.buses import busctl, dbus_daemon
+from tests.running import FsmondProcess, fsmond, tmpfs, write_config
+
+pytestmark = [pytest.mark.root]
+NAME, ROOT, MANAGER = "org.fsmond.FsMon1", "/org/fsmond/FsMon1", "org.fsmond.FsMon1.Manager"
+
+
+def config(tmp_path: Path, watch: str, extra: str = "") -> Path:
+    return write_config(tmp_path / "f.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+udev = false
+{extra}
+[[watch]]
+path = "{watch}"
+""")
+
+
+def test_an_autofs_trigger_is_never_touched(tmp_path: Path) -> None:
+    """A direct autofs mount whose 'daemon' is a pipe we hold: any lookup the
+    kernel wants answered would arrive on the pipe as a request packet."""
+    trigger = tmp_path / "auto"
+    trigger.mkdir()
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    subprocess.run(["mount", "-t", "autofs", "-o",
+                    f"fd={w},pgrp={os.getpgrp()},minproto=5,maxproto=5,direct",
+                    "fsmond-test", str(trigger)], check=True, pass_fds=(w,))
+    try:
+        cfg = config(tmp_path, f"{tmp_path}/*")  # the trigger matches, polled often
+        with tmpfs(tmp_path / "other"), fsmond(cfg) as p:
+            time.sleep(2)  # about twenty full sampling cycles
+            p.wait_for(lambda e: e["name"] == "watch-added")
+        with pytest.raises(BlockingIOError):
+            os.read(r, 4096)  # no request ever arrived
+        assert not any(e["mount_point"] == str(trigger) for e in p.events)
+    finally:
+        subprocess.run(["umount", "-l", str(trigger)], check=False)
+        os.close(r)
+        os.close(w)
+
+
+def test_kmsg_overrun_is_counted_and_reading_goes_on() -> None:
+    """Open at the oldest record, then flood the ring before reading: the first
+    read gets EPIPE (records lost), which is counted, and reading continues."""
+    old = Path("/proc/sys/kernel/printk_devkmsg").read_text().strip()
+    Path("/proc/sys/kernel/printk_devkmsg").write_text("on\n")  # no ratelimit for the flood
+    got: list[Observation] = []
+    src = KmsgSource(got.append, replay=True)
+
+    def flood() -> None:
+        with open("/dev/kmsg", "w") as k:
+            for i in range(40000):  # far more than the ring holds
+                k.write(f"fsmond overrun test line {i:06d} {'x' * 60}\n")
+                k.flush()
+
+    async def main() -> None:
+        task = asyncio.create_task(src.run(flood))  # floods before the first read
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if src.overruns and src.records > 1000:
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        Path("/proc/sys/kernel/printk_devkmsg").write_text(old + "\n")
+    assert src.overruns >= 1 and src.records > 1000
+    assert got == []  # a process's lines, however many, never become reports
+
+
+def test_losing_the_bus_exits_non_zero_for_systemd_to_restart(tmp_path: Path) -> None:
+    with dbus_daemon() as bus:
+        p = FsmondProcess(config(tmp_path, "/nonexistent"), bus=bus)
+        p.wait_ready()
+    # the bus is gone now
+    try:
+        assert p.proc.wait(20) != 0
+    finally:
+        p.stop()
+    assert any("lost the connection" in line for line in p.stderr), "".join(p.stderr[-10:])
+
+
+def test_signal_storm_with_a_subscriber_that_never_reads(tmp_path: Path) -> None:
+    """20,000 events while a subscriber's socket is never read: the bus may
+    drop that subscriber, but fsmond's own connection survives and answers."""
+    base = tmp_path / "s"
+    base.mkdir()
+    with dbus_daemon() as bus, tmpfs(base / "t", "size=4m") as t:
+        stuck = subprocess.Popen(  # subscribes to everything, then sleeps, never reading
+            ["python3", "-c", "import socket,time,sys\n"
+             "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
+             "s.sendall(b'\\0AUTH EXTERNAL 30\\r\\n'); s.recv(100); s.sendall(b'BEGIN\\r\\n')\n"
+             "time.sleep(600)", bus.split("path=")[1].split(",")[0]])
+        try:
+            with fsmond(config(tmp_path, f"{base}/*"), bus=bus) as p:
+                for i in range(5000):  # 5,000 mounts and unmounts: 20,000 signals and more
+                    d = base / f"m{i}"
+                    d.mkdir()
+                    subprocess.run(["mount", "--bind", str(t), str(d)], check=True)
+                subprocess.run(f"umount {base}/m*", shell=True, check=True)
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    status = json.loads(busctl(bus, "call", NAME, ROOT, MANAGER,
+                                               "GetStatus").stdout)["data"][0]
+                    if status["events"]["data"] >= 10001:
+                        break
+                    time.sleep(0.5)
+                assert status["events"]["data"] >= 10001
+                assert status["dbus_dropped"]["data"] == 0
+                assert p.proc.poll() is None
+        finally:
+            stuck.kill()
+            stuck.wait()
+
+
+def test_dbus_methods_fuzzed(tmp_path: Path) -> None:
+    with dbus_daemon() as bus, tmpfs(tmp_path / "t") as t, \
+            fsmond(config(tmp_path, str(t)), bus=bus) as p:
+
+        @settings(max_examples=60, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(st.text(min_size=0, max_size=300), st.integers(0, 2**64 - 1),
+               st.lists(st.text(max_size=8), max_size=4))
+        def probe(path: str, gen: int, classes: list[str]) -> None:
+            path = path.replace("\0", "")
+            for args in (["GetMount", "s", path], ["GetChangesSince", "t", str(gen)],
+                         ["AddWatch", "sasss", path or "/", str(len(classes)), *classes,
+                          path[:5], path[5:10]], ["RemoveWatch", "s", path]):
+                r = busctl(bus, "call", NAME, ROOT, MANAGER, *args, check=False)
+                if r.returncode != 0:  # a clear error, never a crash
+                    assert "org.fsmond" in r.stderr or "Invalid" in r.stderr \
+                        or "nothing is mounted" in r.stderr or "not between" in r.stderr \
+                        or r.stderr.strip(), r.stderr
+            assert p.proc.poll() is None
+
+        probe()
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, "GetStatus")
+        assert r.returncode == 0
+        p.signal(signal.SIGTERM)
