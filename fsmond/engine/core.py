@@ -12,6 +12,7 @@ accumulates until `take_updates()`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -67,7 +68,10 @@ class Engine:
         self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
         self.seq = 0
         self.started = False
-        self._by_device: dict[DevNum, set[int]] = {}
+        # Per device, the sort keys of its mounts, kept sorted as they change: a
+        # storm of bind mounts of one file system must not re-sort thousands
+        # of mounts for every batch.
+        self._by_device: dict[DevNum, list[MountKey]] = {}
         self._history: dict[DevNum, ErrorHistory] = {}
         self._updates = Updates()
 
@@ -150,13 +154,9 @@ class Engine:
         return updates
 
     def mounts_of(self, device: DevNum) -> list[MountEntry]:
-        """The mounts of a file system, the one that best names it first (its whole
-        root, the shortest path). Plain tuples sort in C: this runs for every
-        batch of changes, over thousands of bind mounts in a storm."""
+        """The mounts of a file system, the one that best names it first."""
         mounts = self.mounts.mounts
-        keyed = sorted((e.root != "/", len(e.mount_point), e.mount_point, e.mount_id)
-                       for e in (mounts[m] for m in self._by_device.get(device, ())))
-        return [mounts[k[3]] for k in keyed]
+        return [mounts[k[3]] for k in self._by_device.get(device, ())]
 
     def sample_targets(self) -> list[tuple[DevNum, str]]:
         """One path per watched file system for statvfs (never an autofs trigger:
@@ -171,11 +171,11 @@ class Engine:
         else:
             changes = self.mounts.apply_delta(obs)
         for c in changes:
-            ids = self._by_device.setdefault(c.entry.device, set())
-            if c.kind == REMOVED:
-                ids.discard(c.entry.mount_id)
-            else:
-                ids.add(c.entry.mount_id)
+            keys = self._by_device.setdefault(c.entry.device, [])
+            if c.kind != ADDED:
+                _discard(keys, mount_key(c.old if c.old is not None else c.entry))
+            if c.kind != REMOVED:
+                bisect.insort(keys, mount_key(c.entry))
         self._updates.mount_changes += changes
         events: list[Event] = []
         affected = list(dict.fromkeys(c.entry.device for c in changes))
@@ -234,31 +234,31 @@ class Engine:
         """Bring FileSystem objects in line with the mounts and watches of these devices."""
         out: list[Event] = []
         for dev in devices:
-            entries = self.mounts_of(dev)
+            keys = self._by_device.get(dev, [])
+            top = self.mounts.mounts[keys[0][3]] if keys else None
             fs = self.filesystems.get(dev)
             spec = None
-            if entries and not self.policy.ignored_fstype(entries[0].fstype):
+            if top is not None and not self.policy.ignored_fstype(top.fstype):
                 spec = next(
-                    (s for e in entries if (s := self._watch_for(e.mount_point)) is not None),
-                    None,
-                )
+                    (s for k in keys if (s := self._watch_for(k[2])) is not None), None)
             if spec is None:
                 if fs is not None:
                     out += self._number(fs, [self._watch_notice("watch-removed", fs)], now)
                     del self.filesystems[dev]
                     self._updates.fs_removed.add(dev)
                     self._updates.fs_added.discard(dev)
-                if not entries:
+                if not keys:
                     self._by_device.pop(dev, None)
                 continue
-            top = entries[0]
+            assert top is not None
+            points = [k[2] for k in keys]
             if fs is None:
                 fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec,
                                 merge_wait=self.merge_wait)
                 self.filesystems[dev] = fs
                 self._updates.fs_added.add(dev)
                 self._updates.fs_removed.discard(dev)
-                fs.mount_points = [e.mount_point for e in entries]
+                fs.mount_points = points
                 history = self._history.pop(dev, None)
                 if history is not None:
                     fs.error_count, fs.last_error = history.count, history.last_error
@@ -267,7 +267,7 @@ class Engine:
                     notices.append(fs.read_only_notice("superblock", top.super_options))
                 out += self._number(fs, notices, now)
                 continue
-            fs.mount_points = [e.mount_point for e in entries]
+            fs.mount_points = points
             self._updates.fs_changed.add(dev)
             if spec != fs.watch:
                 out += self._number(fs, fs.set_watch(spec), now)
@@ -336,6 +336,21 @@ class Engine:
             mount_point=mount_point, fstype=fs.fstype if fs else "", source=source,
             device=dev_str(device), pid=n.pid, comm=n.comm, details=n.details,
         )
+
+
+MountKey = tuple[bool, int, str, int]
+
+
+def mount_key(e: MountEntry) -> MountKey:
+    """Sorts the mount that best names a file system first: its whole root, the
+    shortest path; the mount id keeps stacked mounts apart."""
+    return (e.root != "/", len(e.mount_point), e.mount_point, e.mount_id)
+
+
+def _discard(keys: list[MountKey], key: MountKey) -> None:
+    i = bisect.bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        del keys[i]
 
 
 def _forced(super_options: str) -> bool:

@@ -54,6 +54,8 @@ class FanotifyMountSource:
         self.batches = 0
         self._last_event = 0.0
         self._sweep_wanted = asyncio.Event()
+        self._watch_pollpri: Callable[[], None] = lambda: None
+        self._unwatch_pollpri: Callable[[], object] = lambda: None
 
     # ----------------------------------------------------------- kernel calls
 
@@ -79,8 +81,16 @@ class FanotifyMountSource:
         try:
             ep.register(mi, select.EPOLLPRI | select.EPOLLERR)
             ep.poll(0)
-            loop.add_reader(fd, readable.set)
-            loop.add_reader(ep.fileno(), lambda: self._on_pollpri(ep))
+            def on_readable() -> None:
+                # Level-triggered: until the batch is read (statmount runs in a
+                # thread meanwhile) the fd stays readable and would spin the loop.
+                loop.remove_reader(fd)
+                readable.set()
+
+            loop.add_reader(fd, on_readable)
+            self._watch_pollpri = lambda: loop.add_reader(ep.fileno(), self._on_pollpri, ep)
+            self._unwatch_pollpri = lambda: loop.remove_reader(ep.fileno())
+            self._watch_pollpri()
             self._known = await asyncio.to_thread(self._full_table)
             self._emit(MountSnapshot(tuple(self._known.values())))
             started()
@@ -90,6 +100,7 @@ class FanotifyMountSource:
                     await readable.wait()
                     readable.clear()
                     await self._read_batch(fd)
+                    loop.add_reader(fd, on_readable)
         finally:
             loop.remove_reader(fd)
             loop.remove_reader(ep.fileno())
@@ -99,6 +110,10 @@ class FanotifyMountSource:
 
     def _on_pollpri(self, ep: select.epoll) -> None:
         ep.poll(0)  # the loop's epoll already consumed POLLPRI; being called is the news
+        # Stop listening until the sweep is done: in a storm every change would
+        # wake us, and the sweep sees them all anyway. Changes made meanwhile
+        # still show as POLLPRI when we listen again.
+        self._unwatch_pollpri()
         self._sweep_wanted.set()
 
     async def _read_batch(self, fd: int) -> None:
@@ -147,6 +162,7 @@ class FanotifyMountSource:
                 await asyncio.sleep(STORM_QUIET - quiet)
                 continue
             self._sweep_wanted.clear()
+            self._watch_pollpri()  # before the sweep: a change during it wakes us again
             await self._sweep()
 
     async def _sweep(self) -> None:
