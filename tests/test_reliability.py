@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,3 +163,117 @@ def test_dbus_methods_fuzzed(tmp_path: Path) -> None:
         r = busctl(bus, "call", NAME, ROOT, MANAGER, "GetStatus")
         assert r.returncode == 0
         p.signal(signal.SIGTERM)
+
+
+def threads_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path: Path) -> None:
+    base = tmp_path / "w"
+    (base / "fuse").mkdir(parents=True)
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_server.py"),
+                               str(base / "fuse")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
+        cfg = write_config(tmp_path / "f.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+statvfs_timeout = "300ms"
+udev = false
+[defaults]
+lower = "50%"
+upper = "20%"
+[[watch]]
+path = "{base}/*"
+""")
+        with tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
+            fuse_dev = p.wait_for(lambda e: e["name"] == "watch-added"
+                                  and e["fstype"] == "fuse.fsmondtest")["device"]
+            p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(t))
+            server.send_signal(signal.SIGSTOP)  # every statvfs of it now hangs
+            e = p.wait_for(lambda e: e["name"] == "unresponsive")
+            assert e["device"] == fuse_dev and e["class"] == "warn"
+            (t / "a").write_bytes(b"x" * (6 << 20))  # the others are still sampled
+            p.wait_for(lambda e: e["name"] == "threshold" and e["mount_point"] == str(t))
+            time.sleep(2)  # twenty poll intervals: no pile of threads
+            assert threads_of(p.proc.pid) <= 8
+            server.send_signal(signal.SIGCONT)
+            e = p.wait_for(lambda e: e["name"] == "responsive")
+            assert e["device"] == fuse_dev
+            assert len([x for x in p.events if x["name"] == "unresponsive"]) == 1
+    finally:
+        server.send_signal(signal.SIGCONT)
+        subprocess.run(["umount", "-l", str(base / "fuse")], check=False)
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_bounded_soak_of_mounts_space_and_errors(tmp_path: Path) -> None:
+    """Thirty seconds of mount churn, space churn and ext4 errors together: the
+    daemon stays up, memory stays flat, seq has no gap, and per level the
+    threshold events alternate reached/cleared as the pure engine demands."""
+    from tests.running import loop_ext4
+
+    base = tmp_path / "w"
+    base.mkdir()
+    cfg = write_config(tmp_path / "f.toml", f"""
+[daemon]
+poll_interval = "100ms"
+min_poll_interval = "50ms"
+udev = false
+[defaults]
+lower = "50%"
+upper = "20%"
+hysteresis = "5%"
+[[watch]]
+path = "{base}/*"
+""")
+    with loop_ext4(tmp_path / "img", base / "e") as (_, loop), \
+            tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
+        p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(t))
+        trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
+        start = time.monotonic()
+        rss_early = 0
+        i = 0
+        while time.monotonic() - start < 30:
+            d = base / f"churn{i % 5}"
+            d.mkdir(exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "churn", str(d)],
+                           check=True)
+            (t / "fill").write_bytes(b"x" * ((9 if i % 2 else 2) << 20))
+            if i % 10 == 0:
+                trigger.write_text(f"soak {i}\n")
+            time.sleep(0.15)
+            subprocess.run(["umount", str(d)], check=True)
+            i += 1
+            if rss_early == 0 and time.monotonic() - start > 10:
+                rss_early = rss_kb(p.proc.pid)
+        rss_late = rss_kb(p.proc.pid)
+        p.wait_for(lambda e: e["name"] == "unmounted"
+                   and e["mount_point"].endswith(f"churn{(i - 1) % 5}"))
+        assert p.proc.poll() is None
+    seqs = [e["seq"] for e in p.events]
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing lost, nothing duplicated
+    state: dict[tuple[str, str, str], str] = {}
+    for e in p.events:
+        if e["name"] == "threshold":
+            key = (e["device"], e["details"]["resource"], e["details"]["level"])
+            assert state.get(key, "cleared") != e["details"]["state"], e
+            state[key] = e["details"]["state"]
+    assert sum(e["name"] == "mounted" for e in p.events) >= 50
+    assert any(e["name"] == "error" for e in p.events)
+    assert rss_late - rss_early < 8 * 1024, (rss_early, rss_late)  # flat, within 8 MB
