@@ -42,7 +42,7 @@ def main() -> None:
             raise
         _len, opcode, unique, _node, *_ = IN_HEADER.unpack_from(req)
         if opcode == FUSE_INIT:
-            major, minor = struct.unpack_from("=II", req, IN_HEADER.size)
+            _major, minor = struct.unpack_from("=II", req, IN_HEADER.size)
             body = struct.pack("=IIIIHHIIHHII", 7, min(minor, 31), 0, 0, 1, 1, 65536, 1, 0, 0,
                                0, 0) + b"\0" * 28
             reply(fd, unique, body[:64])
