@@ -21,17 +21,15 @@ from dataclasses import dataclass
 
 from fsmond.errors import KernelFeatureError
 from fsmond.events import DevNum, KernelReport, Observation
+from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
 
 log = logging.getLogger(__name__)
 
 FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_NOTIF, FAN_REPORT_FID = 0x1, 0x2, 0x0, 0x200
 FAN_MARK_ADD, FAN_MARK_REMOVE, FAN_MARK_FILESYSTEM = 0x1, 0x2, 0x100
 FAN_FS_ERROR = 0x8000
-FAN_Q_OVERFLOW = 0x4000
 FAN_EVENT_INFO_TYPE_FID, FAN_EVENT_INFO_TYPE_ERROR = 1, 5
 AT_FDCWD = -100
-_META = struct.Struct("=IBBHQii")  # event_len, vers, reserved, metadata_len, mask, fd, pid
-_INFO = struct.Struct("=BBH")  # info_type, pad, len
 _FSID = struct.Struct("=II")
 _ERROR = struct.Struct("=iI")  # error, error_count
 
@@ -55,28 +53,14 @@ def fsid_key(val0: int, val1: int) -> int:
 def parse_fs_error_events(buf: bytes) -> list[FsError]:
     """Pure: error events in a read() buffer; a malformed record ends the parse."""
     out: list[FsError] = []
-    off = 0
-    while off + _META.size <= len(buf):
-        event_len, _vers, _res, meta_len, mask, _fd, _pid = _META.unpack_from(buf, off)
-        if event_len < _META.size or meta_len < _META.size or off + event_len > len(buf):
-            break
+    for mask, infos in fanotify_events(buf):
         if mask & FAN_Q_OVERFLOW:
             out.append(FsError(0, 0, 0, overflow=True))
-        fsid, err = None, None
-        info = off + meta_len
-        while info + _INFO.size <= off + event_len:
-            itype, _pad, ilen = _INFO.unpack_from(buf, info)
-            if ilen < _INFO.size or info + ilen > off + event_len:
-                break
-            body = info + _INFO.size
-            if itype == FAN_EVENT_INFO_TYPE_FID and ilen >= _INFO.size + _FSID.size:
-                fsid = fsid_key(*_FSID.unpack_from(buf, body))
-            elif itype == FAN_EVENT_INFO_TYPE_ERROR and ilen >= _INFO.size + _ERROR.size:
-                err = _ERROR.unpack_from(buf, body)
-            info += ilen
-        if mask & FAN_FS_ERROR and fsid is not None and err is not None:
-            out.append(FsError(fsid, abs(err[0]), err[1]))
-        off += event_len
+        fid = infos.get(FAN_EVENT_INFO_TYPE_FID, b"")
+        err = infos.get(FAN_EVENT_INFO_TYPE_ERROR, b"")
+        if mask & FAN_FS_ERROR and len(fid) >= _FSID.size and len(err) >= _ERROR.size:
+            errno, count = _ERROR.unpack_from(err)
+            out.append(FsError(fsid_key(*_FSID.unpack_from(fid)), abs(errno), count))
     return out
 
 

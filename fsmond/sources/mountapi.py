@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from fsmond.errors import KernelFeatureError, KernelFormatError
 from fsmond.events import MountEntry
+from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
 
 SYS_STATMOUNT, SYS_LISTMOUNT = 457, 458  # x86_64 and the generic table alike
 LSMT_ROOT = 0xFFFFFFFFFFFFFFFF
@@ -34,7 +35,7 @@ NS_GET_MNTNS_ID = 0x8008B705  # _IOR(0xb7, 5, __u64)
 
 FAN_CLOEXEC, FAN_NONBLOCK, FAN_REPORT_MNT = 0x1, 0x2, 0x4000
 FAN_MARK_ADD, FAN_MARK_MNTNS = 0x1, 0x110
-FAN_MNT_ATTACH, FAN_MNT_DETACH, FAN_Q_OVERFLOW = 0x01000000, 0x02000000, 0x4000
+FAN_MNT_ATTACH, FAN_MNT_DETACH = 0x01000000, 0x02000000
 FAN_EVENT_INFO_TYPE_MNT = 7  # 6 is FAN_EVENT_INFO_TYPE_RANGE in the merged uapi
 
 # struct statmount header: (name, offset, format)
@@ -222,34 +223,20 @@ def open_mount_fanotify(ns_path: str = "/proc/self/ns/mnt") -> int:
     return int(fd)
 
 
-_META = struct.Struct("=IBBHQii")
-_INFO = struct.Struct("=BBH")
-
-
 def parse_mount_events(buf: bytes) -> list[tuple[str, int]]:
     """Pure: ("attach"|"detach"|"overflow", unique id) from a read(); a malformed
     record ends the parse (what came before it is kept)."""
     out: list[tuple[str, int]] = []
-    off = 0
-    while off + _META.size <= len(buf):
-        event_len, _v, _r, meta_len, mask, _fd, _pid = _META.unpack_from(buf, off)
-        if event_len < _META.size or meta_len < _META.size or off + event_len > len(buf):
-            break
+    for mask, infos in fanotify_events(buf):
         if mask & FAN_Q_OVERFLOW:
             out.append(("overflow", 0))
-        info = off + meta_len
-        while info + _INFO.size <= off + event_len:
-            itype, _pad, ilen = _INFO.unpack_from(buf, info)
-            if ilen < _INFO.size or info + ilen > off + event_len:
-                break
-            if itype == FAN_EVENT_INFO_TYPE_MNT and ilen >= _INFO.size + 12:
-                (mnt_id,) = struct.unpack_from("=Q", buf, info + _INFO.size + 4)
-                if mask & FAN_MNT_DETACH:
-                    out.append(("detach", mnt_id))
-                if mask & FAN_MNT_ATTACH:
-                    out.append(("attach", mnt_id))
-            info += ilen
-        off += event_len
+        body = infos.get(FAN_EVENT_INFO_TYPE_MNT, b"")
+        if len(body) >= 12:  # 4 bytes of padding, then the u64 mount id
+            (mnt_id,) = struct.unpack_from("=Q", body, 4)
+            if mask & FAN_MNT_DETACH:
+                out.append(("detach", mnt_id))
+            if mask & FAN_MNT_ATTACH:
+                out.append(("attach", mnt_id))
     return out
 
 
