@@ -157,3 +157,24 @@ def dev_of(path: Path) -> str:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def daemon_config(path: Path, watch: str, *, tables: str = "", **daemon: str) -> Path:
+    """A test configuration: fast polls, no udev, levels at 50% and 20% (5%
+    hysteresis), one [[watch]]. Keyword arguments set [daemon] keys (TOML
+    values); `tables` adds whole tables such as [mqtt]."""
+    keys = {"poll_interval": '"100ms"', "min_poll_interval": '"50ms"', "udev": "false",
+            **daemon}
+    lines = "\n".join(f"{k} = {v}" for k, v in keys.items())
+    return write_config(path, f"""[daemon]
+{lines}
+{tables}
+[defaults]
+lower = "50%"
+upper = "20%"
+hysteresis = "5%"
+
+[[watch]]
+path = "{watch}"
+""")
+

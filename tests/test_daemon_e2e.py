@@ -16,30 +16,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.running import FsmondProcess, dev_of, fsmond, loop_ext4, run, tmpfs, write_config
+from tests.running import (
+    FsmondProcess,
+    daemon_config,
+    dev_of,
+    fsmond,
+    loop_ext4,
+    run,
+    tmpfs,
+    write_config,
+)
 
 pytestmark = [pytest.mark.root]
 
 BACKENDS = ["fanotify", "mountinfo"]
 
 
-def config(tmp_path: Path, backend: str, watch: str, extra: str = "", **daemon: str) -> Path:
-    keys = {"poll_interval": '"100ms"', "min_poll_interval": '"50ms"',
-            "mount_backend": f'"{backend}"', "udev": "false", **daemon}
-    lines = "\n".join(f"{k} = {v}" for k, v in keys.items())
-    return write_config(tmp_path / "fsmond.toml", f"""
-[daemon]
-{lines}
-
-[defaults]
-lower = "50%"
-upper = "20%"
-hysteresis = "5%"
-
-[[watch]]
-path = "{watch}"
-{extra}
-""")
+def config(tmp_path: Path, backend: str, watch: str, **daemon: str) -> Path:
+    return daemon_config(tmp_path / "fsmond.toml", watch, mount_backend=f'"{backend}"', **daemon)
 
 
 def fill(path: Path, name: str, mib: float) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.publishers.buses import dbus_daemon
-from tests.running import fsmond, tmpfs, write_config
+from tests.running import daemon_config, fsmond, tmpfs, write_config
 
 pytestmark = [pytest.mark.root]
 
@@ -28,17 +28,7 @@ def ctl(bus: str, *args: str, uid: int | None = None) -> subprocess.CompletedPro
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cfg = write_config(tmp_path / "f.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-udev = false
-[defaults]
-lower = "50%"
-upper = "20%"
-[[watch]]
-path = "{tmp_path}/t"
-""")
+    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/t")
     with dbus_daemon() as bus, tmpfs(tmp_path / "t", "size=10m") as t, fsmond(cfg, bus=bus):
         yield bus, t
 

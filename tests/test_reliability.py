@@ -20,22 +20,14 @@ from hypothesis import strategies as st
 from fsmond.events import Observation
 from fsmond.sources.kmsg import KmsgSource
 from tests.publishers.buses import busctl, dbus_daemon
-from tests.running import FsmondProcess, fsmond, tmpfs, write_config
+from tests.running import FsmondProcess, daemon_config, fsmond, tmpfs
 
 pytestmark = [pytest.mark.root]
 NAME, ROOT, MANAGER = "org.fsmond.FsMon1", "/org/fsmond/FsMon1", "org.fsmond.FsMon1.Manager"
 
 
-def config(tmp_path: Path, watch: str, extra: str = "") -> Path:
-    return write_config(tmp_path / "f.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-udev = false
-{extra}
-[[watch]]
-path = "{watch}"
-""")
+def config(tmp_path: Path, watch: str) -> Path:
+    return daemon_config(tmp_path / "f.toml", watch)
 
 
 def test_an_autofs_trigger_is_never_touched(tmp_path: Path) -> None:
@@ -179,18 +171,7 @@ def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path
                                str(base / "fuse")], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
-        cfg = write_config(tmp_path / "f.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-statvfs_timeout = "300ms"
-udev = false
-[defaults]
-lower = "50%"
-upper = "20%"
-[[watch]]
-path = "{base}/*"
-""")
+        cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"300ms"')
         with tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
             fuse_dev = p.wait_for(lambda e: e["name"] == "watch-added"
                                   and e["fstype"] == "fuse.fsmondtest")["device"]
@@ -230,18 +211,7 @@ def test_bounded_soak_of_mounts_space_and_errors(tmp_path: Path) -> None:
 
     base = tmp_path / "w"
     base.mkdir()
-    cfg = write_config(tmp_path / "f.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-udev = false
-[defaults]
-lower = "50%"
-upper = "20%"
-hysteresis = "5%"
-[[watch]]
-path = "{base}/*"
-""")
+    cfg = daemon_config(tmp_path / "f.toml", f"{base}/*")
     with loop_ext4(tmp_path / "img", base / "e") as (_, loop), \
             tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
         p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(t))

@@ -14,7 +14,7 @@ import pytest
 
 from fsmond.install import install
 from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
-from tests.running import FsmondProcess, dev_of, fsmond, tmpfs, write_config
+from tests.running import FsmondProcess, daemon_config, dev_of, fsmond, tmpfs, write_config
 
 VENV_BIN = str(Path(sys.executable).parent)
 UNIT = Path(__file__).parent.parent / "systemd" / "fsmond.service"
@@ -145,17 +145,8 @@ def test_host_view_survives_a_read_only_sandbox(tmp_path: Path) -> None:
     read-only bind remounts in its own namespace. The daemon must still report
     the host's file system as read-write and keep its thresholds working."""
     with tmpfs(tmp_path / "t", "size=10m") as t:
-        cfg = write_config(tmp_path / "f.toml", f"""
-[daemon]
-poll_interval = "100ms"
-udev = false
-mount_namespace = "/proc/{os.getpid()}/ns/mnt"
-[defaults]
-lower = "50%"
-upper = "20%"
-[[watch]]
-path = "{t}"
-""")
+        cfg = daemon_config(tmp_path / "f.toml", str(t),
+                            mount_namespace=f'"/proc/{os.getpid()}/ns/mnt"')
         sandbox = (f"mount --make-rslave / && mount -o remount,bind,ro {t} && "
                    f"exec {sys.executable} -m fsmond \"$@\"")
         p = FsmondProcess(cfg, launcher=["unshare", "-m", "sh", "-c", sandbox, "sh"])

@@ -14,7 +14,15 @@ import pytest
 from fsmond.sources.mountinfo import parse_mountinfo
 from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
 from tests.publishers.signals import SignalRecorder
-from tests.running import FsmondProcess, dev_of, fsmond, loop_ext4, run, tmpfs, write_config
+from tests.running import (
+    FsmondProcess,
+    daemon_config,
+    dev_of,
+    fsmond,
+    loop_ext4,
+    run,
+    tmpfs,
+)
 
 pytestmark = [pytest.mark.root]
 NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
@@ -23,18 +31,7 @@ NOBODY = 65534
 
 
 def config(tmp_path: Path, watch: str) -> Path:
-    return write_config(tmp_path / "fsmond.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-udev = false
-[defaults]
-lower = "50%"
-upper = "20%"
-hysteresis = "5%"
-[[watch]]
-path = "{watch}"
-""")
+    return daemon_config(tmp_path / "fsmond.toml", watch)
 
 
 def call(address: str, member: str, sig: str = "", *args: str, **kw: Any) -> Any:

@@ -11,31 +11,20 @@ from pathlib import Path
 import pytest
 
 from tests.publishers.mosquitto import Broker, Subscriber
-from tests.running import FsmondProcess, fsmond, tmpfs, write_config
+from tests.running import FsmondProcess, daemon_config, fsmond, tmpfs
 
 pytestmark = [pytest.mark.root]
 
 
 def config(tmp_path: Path, watch: str, url: str, extra: str = "") -> Path:
-    return write_config(tmp_path / "fsmond.toml", f"""
-[daemon]
-poll_interval = "100ms"
-min_poll_interval = "50ms"
-udev = false
-[mqtt]
+    return daemon_config(tmp_path / "fsmond.toml", watch, tables=f"""[mqtt]
 enabled = true
 url = "{url}"
 prefix = "test"
 discovery = true
 reconnect_max = "1s"
 queue_size = 100
-{extra}
-[defaults]
-lower = "50%"
-upper = "20%"
-[[watch]]
-path = "{watch}"
-""")
+{extra}""")
 
 
 @pytest.fixture
