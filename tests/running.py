@@ -19,9 +19,28 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 FSMOND = [sys.executable, "-m", "fsmond"]
+T = TypeVar("T")
+
+
+def first_match(seen: list[T], new: queue.Queue[T], pred: Callable[[T], bool],
+                timeout: float) -> T | None:
+    """The first item, already seen or arriving within `timeout`, matching `pred`.
+    Items are appended to `seen` and put on `new` by a reader thread."""
+    for item in list(seen):
+        if pred(item):
+            return item
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            item = new.get(timeout=left)
+        except queue.Empty:
+            break
+        if pred(item):
+            return item
+    return None
 
 Event = dict[str, Any]
 
@@ -67,17 +86,9 @@ class FsmondProcess:
 
     def wait_for(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
         """The first event (already seen or still to come) matching `pred`."""
-        for e in list(self.events):
-            if pred(e):
-                return e
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                e = self._new.get(timeout=left)
-            except queue.Empty:
-                break
-            if pred(e):
-                return e
+        found = first_match(self.events, self._new, pred, timeout)
+        if found is not None:
+            return found
         raise AssertionError(
             "no matching event; got:\n" + "\n".join(json.dumps(e) for e in self.events[-20:])
             + "\nstderr:\n" + "".join(self.stderr[-20:])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
+from tests.running import first_match
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -84,17 +86,9 @@ class Subscriber:
         self._new.put(r)
 
     def wait_for(self, pred: Callable[[Received], bool], timeout: float = 20) -> Received:
-        for m in list(self.messages):
-            if pred(m):
-                return m
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                m = self._new.get(timeout=left)
-            except queue.Empty:
-                break
-            if pred(m):
-                return m
+        found = first_match(self.messages, self._new, pred, timeout)
+        if found is not None:
+            return found
         raise AssertionError("no such message; got: " + ", ".join(
             f"{m.topic}={m.payload[:40]!r}" for m in self.messages[-20:]))
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
+
+from tests.running import first_match
 
 
 @dataclass
@@ -57,17 +58,9 @@ class SignalRecorder:
         bus.disconnect()
 
     def wait_for(self, pred: Callable[[Signal], bool], timeout: float = 15) -> Signal:
-        for s in list(self.signals):
-            if pred(s):
-                return s
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                s = self._new.get(timeout=left)
-            except queue.Empty:
-                break
-            if pred(s):
-                return s
+        found = first_match(self.signals, self._new, pred, timeout)
+        if found is not None:
+            return found
         raise AssertionError("no such signal; got: " + "\n".join(
             f"{x.path} {x.interface}.{x.member}" for x in self.signals[-20:]))
 
