@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from bench.mount_storm import private_namespace
+from bench.harness import private_bus, private_namespace, start_fsmond
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -72,18 +72,9 @@ async def main() -> None:
         # ext4 rate-limits its error messages; lift that for the measurement.
         for knob in ("err_ratelimit_interval_ms", "msg_ratelimit_interval_ms"):
             Path(f"/sys/fs/ext4/{loop}/{knob}").write_text("0\n")  # 0: no limit
-        bus_proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
-                                    stdout=subprocess.PIPE, text=True)
-        assert bus_proc.stdout is not None
-        address = bus_proc.stdout.readline().strip()
-        cfg = work / "f.toml"
-        cfg.write_text(f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n')
-        log = work / "fsmond.log"  # a file: a pipe nobody reads would stall the daemon
-        with open(log, "w") as err:
-            fsmond = subprocess.Popen([sys.executable, "-m", "fsmond", "--config", str(cfg),
-                                       "--bus", address], stderr=err)
-        while " ready: " not in log.read_text():
-            time.sleep(0.05)
+        bus_proc, address = private_bus()
+        fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
+                              "--bus", address)
         bus = await MessageBus(bus_address=address).connect()
         got: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
 

@@ -13,13 +13,19 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.mount_storm import cpu_seconds, private_namespace, storm
+from bench.harness import (
+    cpu_seconds,
+    private_bus,
+    private_namespace,
+    start_fsmond,
+    storm,
+    storm_dir,
+)
 
 
 def proc_status(pid: int, field: str) -> int:
@@ -35,24 +41,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     args = ap.parse_args()
     private_namespace()
-    work = Path(tempfile.mkdtemp(prefix="fsmond-idle-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "idle", str(work)], check=True)
-    (work / "src").mkdir()
-    for i in range(args.mounts):
-        (work / f"m{i}").mkdir()
+    work = storm_dir("fsmond-idle-", args.mounts)
     storm(work, args.mounts, True)
-    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
-                           stdout=subprocess.PIPE, text=True)
-    assert bus.stdout is not None
-    address = bus.stdout.readline().strip()
-    cfg = work / "f.toml"
-    cfg.write_text(f'[daemon]\nudev = false\n[[watch]]\npath = "{work}"\n')
-    log = work / "fsmond.log"  # a file: a pipe nobody reads would stall the daemon
-    with open(log, "w") as err:
-        fsmond = subprocess.Popen([sys.executable, "-m", "fsmond", "--config", str(cfg),
-                                   "--bus", address], stderr=err)
-    while " ready: " not in log.read_text():
-        time.sleep(0.05)
+    bus, address = private_bus()
+    fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{work}"\n',
+                          "--bus", address)
     findmnt = subprocess.Popen(["findmnt", "--poll"], stdout=subprocess.DEVNULL)
     time.sleep(5)  # both settle after reading the table
     procs = {"fsmond": fsmond.pid, "findmnt --poll": findmnt.pid}

@@ -11,31 +11,15 @@ line it printed about the storm). Prints a table and a summary line.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-CLONE_NEWNS = 0x00020000
-MS_BIND = 0x1000
-MNT_DETACH = 2
-TICK = os.sysconf("SC_CLK_TCK")
-libc = ctypes.CDLL(None, use_errno=True)
+sys.path.insert(0, str(Path(__file__).parent.parent))
 
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def private_namespace() -> None:
-    if libc.unshare(CLONE_NEWNS) != 0:
-        sys.exit("unshare(CLONE_NEWNS) failed: run as root")
-    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+from bench.harness import cpu_seconds, private_bus, private_namespace, storm, storm_dir
 
 
 class Watcher:
@@ -78,20 +62,6 @@ class Watcher:
         self.proc.wait(10)
 
 
-def storm(base: Path, n: int, mount: bool) -> float:
-    t0 = time.monotonic()
-    src = str(base / "src").encode()
-    for i in range(n):
-        target = str(base / f"m{i}").encode()
-        if mount:
-            rc = libc.mount(src, target, None, MS_BIND, None)
-        else:
-            rc = libc.umount2(target, MNT_DETACH)
-        if rc != 0:
-            sys.exit(f"mount/umount {i}: {os.strerror(ctypes.get_errno())}")
-    return time.monotonic() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mounts", type=int, default=15000)
@@ -102,11 +72,7 @@ def main() -> None:
                     help="do not publish on a private session bus")
     args = ap.parse_args()
     private_namespace()
-    work = Path(tempfile.mkdtemp(prefix="fsmond-storm-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "storm", str(work)], check=True)
-    (work / "src").mkdir()
-    for i in range(args.mounts):
-        (work / f"m{i}").mkdir()
+    work = storm_dir("fsmond-storm-", args.mounts)
     cfg = work / "fsmond.toml"
     cfg.write_text(f'[daemon]\nmount_backend = "{args.backend}"\nkmsg = false\n'
                    f'udev = false\nfanotify_errors = false\n'
@@ -114,10 +80,8 @@ def main() -> None:
     fsmond_cmd = [sys.executable, "-m", "fsmond", "--config", str(cfg), "--print-events"]
     bus = None
     if args.dbus:
-        bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
-                               stdout=subprocess.PIPE, text=True)
-        assert bus.stdout is not None
-        fsmond_cmd += ["--bus", bus.stdout.readline().strip()]
+        bus, address = private_bus()
+        fsmond_cmd += ["--bus", address]
     else:
         fsmond_cmd.append("--no-dbus")
     if args.profile:  # cProfile writes when fsmond exits cleanly on SIGTERM

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.mount_storm import private_namespace
+from bench.harness import private_namespace
 
 SIZE = 2 << 30
 LEVELS = {"lower": 50.0, "upper": 20.0}

@@ -1,0 +1,75 @@
+"""What every benchmark here sets up: a private mount namespace, a tmpfs with
+mount-point directories, a private D-Bus, the real fsmond, and CPU accounting."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CLONE_NEWNS = 0x00020000
+MS_BIND = 0x1000
+MNT_DETACH = 2
+TICK = os.sysconf("SC_CLK_TCK")
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def private_namespace() -> None:
+    if libc.unshare(CLONE_NEWNS) != 0:
+        sys.exit("unshare(CLONE_NEWNS) failed: run as root")
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+
+
+def storm_dir(prefix: str, mounts: int) -> Path:
+    """A tmpfs holding `src` and the directories m0..m<mounts-1> to bind onto."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "bench", str(work)], check=True)
+    (work / "src").mkdir()
+    for i in range(mounts):
+        (work / f"m{i}").mkdir()
+    return work
+
+
+def storm(base: Path, n: int, mount: bool) -> float:
+    """Bind src onto m0..m<n-1> (or unmount them) as fast as the kernel goes."""
+    t0 = time.monotonic()
+    src = str(base / "src").encode()
+    for i in range(n):
+        target = str(base / f"m{i}").encode()
+        rc = libc.mount(src, target, None, MS_BIND, None) if mount \
+            else libc.umount2(target, MNT_DETACH)
+        if rc != 0:
+            sys.exit(f"mount/umount {i}: {os.strerror(ctypes.get_errno())}")
+    return time.monotonic() - t0
+
+
+def private_bus() -> tuple[subprocess.Popen[str], str]:
+    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
+                           stdout=subprocess.PIPE, text=True)
+    assert bus.stdout is not None
+    return bus, bus.stdout.readline().strip()
+
+
+def start_fsmond(work: Path, config: str, *args: str) -> subprocess.Popen[bytes]:
+    """The real daemon, logging to a file (a pipe nobody reads would stall it),
+    returned once it says it is ready."""
+    cfg = work / "fsmond.toml"
+    cfg.write_text(config)
+    log = work / "fsmond.log"
+    with open(log, "w") as err:
+        p = subprocess.Popen([sys.executable, "-m", "fsmond", "--config", str(cfg), *args],
+                             stderr=err)
+    while " ready: " not in log.read_text():
+        if p.poll() is not None:
+            sys.exit("fsmond did not start:\n" + log.read_text())
+        time.sleep(0.05)
+    return p
