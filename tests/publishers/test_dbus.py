@@ -216,3 +216,57 @@ def test_system_bus_policy_root_and_nobody(tmp_path: Path) -> None:
                    "org.freedesktop.DBus", "RequestName", "su", NAME, "4", uid=NOBODY,
                    check=False)
         assert r.returncode != 0
+
+
+def test_a_mount_storm_becomes_a_handful_of_signals(served: Any, tmp_path: Path) -> None:
+    """1,000 bind mounts made as fast as the kernel takes them: MountsChanged and
+    the Generation PropertiesChanged are coalesced, not sent per mount."""
+    import ctypes
+
+    bus, t, _, rec = served
+    libc = ctypes.CDLL(None, use_errno=True)
+    storm = tmp_path / "storm"
+    targets = [storm / f"m{i}" for i in range(1000)]
+    for d in targets:
+        d.mkdir(parents=True)
+    before = len(rec.signals)
+    for d in targets:
+        assert libc.mount(str(t).encode(), str(d).encode(), None, 0x1000, None) == 0  # MS_BIND
+    try:
+        gen = call(bus, "ListMounts")[0]
+        rec.wait_for(lambda s: s.member == "MountsChanged" and s.body[0] >= gen)
+        storm_signals = rec.signals[before:]
+        changes = sum(len(s.body[1]) for s in storm_signals if s.member == "MountsChanged")
+        batches = [s for s in storm_signals if s.member == "MountsChanged"]
+        generation = [s for s in storm_signals if s.member == "PropertiesChanged"
+                      and s.path == ROOT]
+        assert changes == 1000
+        assert len(batches) <= 20 and len(generation) <= 20, (len(batches), len(generation))
+    finally:
+        for d in targets:
+            libc.umount2(str(d).encode(), 2)
+
+
+def test_reload_errors_show_in_get_status(served: Any, tmp_path: Path) -> None:
+    bus, _, p, _ = served
+    cfg = tmp_path / "fsmond.toml"
+    good = cfg.read_text()
+    cfg.write_text("[daemon]\nbogus = 1\n")
+    r = busctl(bus, "call", NAME, ROOT, MANAGER, "Reload", check=False)
+    assert r.returncode != 0 and "daemon.bogus" in r.stderr
+    assert "daemon.bogus" in call(bus, "GetStatus")[0]["last_reload_error"]["data"]
+    p.wait_for(lambda e: e["name"] == "config" and "daemon.bogus" in e["details"]["message"])
+    cfg.write_text(good)
+    call(bus, "Reload")
+    assert call(bus, "GetStatus")[0]["last_reload_error"]["data"] == ""
+
+
+def test_long_paths_are_clear_errors(served: Any) -> None:
+    bus, _, p, _ = served
+    for path in ("/" + "x" * 4095, "/" + "y" * 5000):
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, "GetMount", "s", path, check=False)
+        assert r.returncode != 0 and "nothing is mounted" in r.stderr
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, "AddWatch", "sasss", path, "0", "", "",
+                   check=False)
+        assert r.returncode != 0 and ("4096" in r.stderr or "nothing is mounted" in r.stderr)
+    assert p.proc.poll() is None

@@ -164,3 +164,26 @@ def test_tls_with_a_test_ca(tmp_path: Path) -> None:
     finally:
         sub.close()
         broker.stop()
+
+
+def test_a_broker_away_drops_the_oldest_beyond_the_bound_and_says_so(tmp_path: Path) -> None:
+    from tests.publishers.buses import busctl, dbus_daemon
+    from tests.publishers.mosquitto import free_port
+
+    base = tmp_path / "m"
+    base.mkdir()
+    cfg = config(tmp_path, f"{base}/*", f"mqtt://127.0.0.1:{free_port()}").read_text()
+    cfg = cfg.replace("queue_size = 100", "queue_size = 2")
+    (tmp_path / "fsmond.toml").write_text(cfg)
+    with dbus_daemon() as bus, fsmond(tmp_path / "fsmond.toml", bus=bus) as p:
+        for i in range(5):
+            d = base / f"x{i}"
+            d.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "q", str(d)], check=True)
+            p.wait_for(lambda e, d=d: e["name"] == "mounted" and e["mount_point"] == str(d))
+        status = json.loads(busctl(bus, "call", "org.fsmond.FsMon1", "/org/fsmond/FsMon1",
+                                   "org.fsmond.FsMon1.Manager", "GetStatus").stdout)["data"][0]
+        # 5 mounted + 5 watch-added events into a queue of 2
+        assert status["mqtt_dropped"]["data"] >= 8
+        assert any("oldest items dropped" in line for line in p.stderr)
+    subprocess.run(f"umount {base}/*", shell=True, check=False)
