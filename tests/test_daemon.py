@@ -1,0 +1,49 @@
+"""The daemon in-process: every component started before ready, and a clean stop
+through the injectable shutdown trigger."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from fsmond.config import parse_config
+from fsmond.daemon import Daemon
+from fsmond.events import Event
+from tests.running import tmpfs
+
+pytestmark = [pytest.mark.root]
+
+
+class Collect:
+    name = "collect"
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def run(self, started: object) -> None:
+        started()  # type: ignore[operator]
+        await asyncio.Future()
+
+
+def test_ready_after_every_component_then_injected_shutdown(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "t") as t:
+        config = parse_config(f'[daemon]\nudev = false\n[[watch]]\npath = "{t}"\n')
+        stop = asyncio.Event()
+        seen_at_ready: dict[str, object] = {}
+        collect = Collect()
+
+        def ready() -> None:
+            seen_at_ready.update(d.status())
+            stop.set()  # stop as soon as it is ready
+
+        d = Daemon(config, publishers=[collect], shutdown_trigger=stop.wait, ready=ready)
+        asyncio.run(asyncio.wait_for(d.run(), 30))
+    assert seen_at_ready["filesystems"] == 1 and seen_at_ready["mounts"] > 0
+    assert seen_at_ready["mount_backend"] == "fanotify"
+    assert "kmsg" in seen_at_ready["error_backends"]  # type: ignore[operator]
+    assert [e.name for e in collect.events] == ["watch-added"]
