@@ -66,6 +66,9 @@ class Engine:
         self.mounts = MountTable(log_size)
         self.filesystems: dict[DevNum, FileSystem] = {}
         self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
+        self._specs: dict[str, WatchSpec | None] = {}  # mount point -> resolved watch
+        self._found: dict[DevNum, MountKey | None] = {}  # the key that named a device's watch
+        self._added: dict[DevNum, list[MountKey]] = {}  # keys added since the last _resolve
         self.seq = 0
         self.started = False
         # Per device, the sort keys of its mounts, kept sorted as they change: a
@@ -126,12 +129,14 @@ class Engine:
     def set_policy(self, policy: Policy, now: float) -> list[Event]:
         """A reloaded configuration: re-resolve every file system's watch."""
         self.policy = policy
+        self._forget_watches()
         return self._refresh(list(self._by_device), now)
 
     def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> list[Event]:
         if self.mounts.at(mount_point) is None:
             raise NotFoundError(f"nothing is mounted at {mount_point!r}")
         self.runtime_watches[mount_point] = spec
+        self._forget_watches()
         return self._refresh([self.mounts.at(mount_point).device], now)  # type: ignore[union-attr]
 
     def remove_watch(self, mount_point: str, now: float) -> list[Event]:
@@ -140,12 +145,47 @@ class Engine:
             raise NotFoundError(f"no watch covers {mount_point!r}")
         for point in self.filesystems[entry.device].mount_points:
             self.runtime_watches[point] = None
+        self._forget_watches()
         return self._refresh([entry.device], now)
 
+    def _resolve(self, dev: DevNum, keys: list[MountKey],
+                 added: list[MountKey]) -> WatchSpec | None:
+        """The watch of a file system: that of its first mount point (in key
+        order) that has one. Remembers which one it was, so a storm of new
+        mounts is checked by its new mount points only, not all of them."""
+        if dev in self._found:
+            found = self._found[dev]
+            for k in sorted(k for k in added if found is None or k < found):
+                if _contains(keys, k) and (spec := self._watch_for(k[2])) is not None:
+                    self._found[dev] = k
+                    return spec
+            return self._watch_for(found[2]) if found is not None else None
+        for k in keys:
+            if (spec := self._watch_for(k[2])) is not None:
+                self._found[dev] = k
+                return spec
+        self._found[dev] = None
+        return None
+
+    def _forget_watches(self) -> None:
+        self._specs.clear()
+        self._found.clear()
+
     def _watch_for(self, mount_point: str) -> WatchSpec | None:
+        # Cached: a storm re-resolves a file system with thousands of mount
+        # points per batch, and glob matching each of them every time adds up.
+        try:
+            return self._specs[mount_point]
+        except KeyError:
+            pass
         if mount_point in self.runtime_watches:
-            return self.runtime_watches[mount_point]
-        return self.policy.watch_for(mount_point)
+            spec = self.runtime_watches[mount_point]
+        else:
+            spec = self.policy.watch_for(mount_point)
+        if len(self._specs) > 100_000:
+            self._specs.clear()  # bounded: mount points come and go
+        self._specs[mount_point] = spec
+        return spec
 
     # ----------------------------------------------------------------- queries
 
@@ -171,11 +211,17 @@ class Engine:
         else:
             changes = self.mounts.apply_delta(obs)
         for c in changes:
-            keys = self._by_device.setdefault(c.entry.device, [])
+            dev = c.entry.device
+            keys = self._by_device.setdefault(dev, [])
             if c.kind != ADDED:
-                _discard(keys, mount_key(c.old if c.old is not None else c.entry))
+                old = mount_key(c.old if c.old is not None else c.entry)
+                _discard(keys, old)
+                if self._found.get(dev) == old:
+                    del self._found[dev]  # what named the watch is gone: search again
             if c.kind != REMOVED:
-                bisect.insort(keys, mount_key(c.entry))
+                new = mount_key(c.entry)
+                bisect.insort(keys, new)
+                self._added.setdefault(dev, []).append(new)
         self._updates.mount_changes += changes
         events: list[Event] = []
         affected = list(dict.fromkeys(c.entry.device for c in changes))
@@ -238,9 +284,9 @@ class Engine:
             top = self.mounts.mounts[keys[0][3]] if keys else None
             fs = self.filesystems.get(dev)
             spec = None
+            added = self._added.pop(dev, [])
             if top is not None and not self.policy.ignored_fstype(top.fstype):
-                spec = next(
-                    (s for k in keys if (s := self._watch_for(k[2])) is not None), None)
+                spec = self._resolve(dev, keys, added)
             if spec is None:
                 if fs is not None:
                     out += self._number(fs, [self._watch_notice("watch-removed", fs)], now)
@@ -249,6 +295,8 @@ class Engine:
                     self._updates.fs_added.discard(dev)
                 if not keys:
                     self._by_device.pop(dev, None)
+                    self._found.pop(dev, None)
+                    self._added.pop(dev, None)
                 continue
             assert top is not None
             points = [k[2] for k in keys]
@@ -345,6 +393,11 @@ def mount_key(e: MountEntry) -> MountKey:
     """Sorts the mount that best names a file system first: its whole root, the
     shortest path; the mount id keeps stacked mounts apart."""
     return (e.root != "/", len(e.mount_point), e.mount_point, e.mount_id)
+
+
+def _contains(keys: list[MountKey], key: MountKey) -> bool:
+    i = bisect.bisect_left(keys, key)
+    return i < len(keys) and keys[i] == key
 
 
 def _discard(keys: list[MountKey], key: MountKey) -> None:

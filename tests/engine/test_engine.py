@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from fsmond.engine.core import Engine
 from fsmond.events import (
     Event,
@@ -227,3 +230,35 @@ def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
     tighter = e.set_policy(Policy(Watch(lower=Pct(5), upper=Pct(2))), 4)
     assert [(ev.details["level"], ev.details["state"]) for ev in tighter] == [
         ("lower", "cleared")]  # new levels apply at once to the last sample
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.integers(1, 6)), max_size=40),
+       st.sets(st.integers(0, 7), max_size=4))
+def test_the_watch_is_that_of_the_best_watched_mount_point(
+        ops: list[tuple[bool, int, int]], watched: set[int]) -> None:
+    """However mounts come and go, a file system's watch is the one of its first
+    watched mount point in (whole root, shortest, name) order: the remembered
+    search gives what a full search would."""
+    specs = {f"/p{i}": Watch(lower=Pct(10 + i)) for i in watched}
+
+    class Paths:
+        def watch_for(self, mount_point: str) -> Watch | None:
+            return specs.get(mount_point)
+
+        def ignored_fstype(self, fstype: str) -> bool:
+            return False
+
+    e = Engine(Paths())
+    mounts: dict[int, MountEntry] = {}
+    e.process(MountSnapshot(()), 0)
+    for add, point, mid in ops:
+        if add and mid not in mounts:
+            mounts[mid] = dataclasses.replace(DATA, mount_id=mid, mount_point=f"/p{point}")
+            e.process(MountDelta(added=(mounts[mid],)), 1)
+        elif not add and mid in mounts:
+            del mounts[mid]
+            e.process(MountDelta(removed=(mid,)), 1)
+        best = sorted((len(m.mount_point), m.mount_point, m.mount_id) for m in mounts.values())
+        expected = next((specs[p] for _, p, _ in best if p in specs), None)
+        fs = e.filesystems.get(DEV)
+        assert (fs.watch if fs else None) == expected
