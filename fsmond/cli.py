@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -32,6 +34,8 @@ def fsmond_parser() -> argparse.ArgumentParser:
                    help="write each event as one JSON line to stdout")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="log level on stderr")
     p.add_argument("--check-config", metavar="FILE", help="validate FILE and exit")
+    p.add_argument("--trace", metavar="FILE",
+                   help="append every observation the engine is given to FILE (for replay)")
     p.add_argument("--version", action="version", version=f"fsmond {__version__}")
     return p
 
@@ -65,8 +69,10 @@ def fsmond_main(argv: Sequence[str] | None = None) -> int:
         return ConfigError.exit_status
     setup_logging(args.log_level or config.daemon.log_level)
     try:
-        asyncio.run(_serve(config, args))
-    except FsmondError as e:
+        with contextlib.ExitStack() as stack:
+            trace = stack.enter_context(open(args.trace, "a")) if args.trace else None
+            asyncio.run(_serve(config, args, trace))
+    except (FsmondError, OSError) as e:
         log.error("%s", e)
         return 1
     except ExceptionGroup as eg:
@@ -90,7 +96,7 @@ def _leaves(e: BaseException | None) -> list[BaseException]:
     return [e]
 
 
-async def _serve(config: Config, args: argparse.Namespace) -> None:
+async def _serve(config: Config, args: argparse.Namespace, trace: TextIO | None) -> None:
     from fsmond.daemon import Daemon, Publisher
     from fsmond.publishers.console import ConsolePublisher
 
@@ -98,6 +104,10 @@ async def _serve(config: Config, args: argparse.Namespace) -> None:
     if args.print_events:
         publishers.append(ConsolePublisher())
     daemon = Daemon(config, args.config, publishers=publishers)
+    if trace is not None:
+        from fsmond.trace import Tracer
+
+        daemon.tracer = Tracer(trace)
     if config.dbus.enabled and not args.no_dbus:
         from fsmond.publishers.dbus import DbusPublisher
 

@@ -30,6 +30,7 @@ from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
 from fsmond.sources.space import SpaceSampler
 from fsmond.sources.udev import UdevSource
+from fsmond.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class Daemon:
         self._ready = ready
         self.started_at = time.time()
         self.notifier = Notifier()
+        self.tracer: Tracer | None = None  # --trace: every observation, for replay
         self.events = 0
         self.backends: dict[str, str] = {}
         self.failed: dict[str, str] = {}
@@ -100,7 +102,10 @@ class Daemon:
         if loop is not None and threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.emit, obs)
             return
-        self._deliver(self.engine.process(obs, time.time()))
+        now = time.time()
+        if self.tracer is not None:
+            self.tracer.write(obs, now)
+        self._deliver(self.engine.process(obs, now))
 
     def _deliver(self, events: list[Event]) -> None:
         for e in events:

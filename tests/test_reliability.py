@@ -12,13 +12,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fsmond.config import parse_config
+from fsmond.engine.filesystems import MERGE_WAIT
 from fsmond.events import Observation
 from fsmond.sources.kmsg import KmsgSource
+from fsmond.trace import replay
 from tests.publishers.buses import busctl, dbus_daemon
 from tests.running import FsmondProcess, daemon_config, fsmond, tmpfs
 
@@ -212,8 +216,9 @@ def test_bounded_soak_of_mounts_space_and_errors(tmp_path: Path) -> None:
     base = tmp_path / "w"
     base.mkdir()
     cfg = daemon_config(tmp_path / "f.toml", f"{base}/*")
+    trace = tmp_path / "trace.jsonl"
     with loop_ext4(tmp_path / "img", base / "e") as (_, loop), \
-            tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
+            tmpfs(base / "t", "size=10m") as t, fsmond(cfg, "--trace", str(trace)) as p:
         p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(t))
         trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
         start = time.monotonic()
@@ -247,3 +252,16 @@ def test_bounded_soak_of_mounts_space_and_errors(tmp_path: Path) -> None:
     assert sum(e["name"] == "mounted" for e in p.events) >= 50
     assert any(e["name"] == "error" for e in p.events)
     assert rss_late - rss_early < 8 * 1024, (rss_early, rss_late)  # flat, within 8 MB
+    # The daemon's threshold events are exactly the pure engine's answer to the
+    # observations it was given (replayed from its own trace).
+    replayed = replay(parse_config(cfg.read_text()), trace.read_text().splitlines(),
+                      merge_wait=MERGE_WAIT)
+
+    def thresholds(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(e["device"], *(e["details"][k] for k in ("resource", "level", "state",
+                                                           "available")))
+                for e in events if e["name"] == "threshold"]
+
+    ran = thresholds(p.events)
+    assert len(ran) >= 4
+    assert ran == thresholds([e.to_dict() for e in replayed])
