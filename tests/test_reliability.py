@@ -176,7 +176,8 @@ def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
         cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"300ms"')
-        with tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
+        with dbus_daemon() as bus, tmpfs(base / "t", "size=10m") as t, \
+                fsmond(cfg, bus=bus) as p:
             fuse_dev = p.wait_for(lambda e: e["name"] == "watch-added"
                                   and e["fstype"] == "fuse.fsmondtest")["device"]
             p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(t))
@@ -187,6 +188,9 @@ def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path
             p.wait_for(lambda e: e["name"] == "threshold" and e["mount_point"] == str(t))
             time.sleep(2)  # twenty poll intervals: no pile of threads
             assert threads_of(p.proc.pid) <= 8
+            status = json.loads(busctl(bus, "call", NAME, ROOT, MANAGER, "GetStatus",
+                                       timeout=5).stdout)  # D-Bus answers meanwhile
+            assert status["data"][0]["filesystems"]["data"] == 2
             server.send_signal(signal.SIGCONT)
             e = p.wait_for(lambda e: e["name"] == "responsive")
             assert e["device"] == fuse_dev

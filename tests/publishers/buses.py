@@ -58,10 +58,10 @@ def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY) -> Iterator[s
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def busctl(address: str, *args: str, uid: int | None = None,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
+def busctl(address: str, *args: str, uid: int | None = None, check: bool = True,
+           timeout: float = 30) -> subprocess.CompletedProcess[str]:
     cmd = ["busctl", f"--address={address}", "--json=short", *args]
     if uid is not None:
         cmd = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=30,
-                          check=check)
+    return subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                          timeout=timeout, check=check)
