@@ -1,0 +1,82 @@
+"""The original case: automount starting with a large direct map, fsmond beside findmnt.
+
+In a private mount namespace, Debian's automount (package autofs, installed
+here when missing) starts with an N-entry direct map: N autofs trigger
+mounts appear at once. fsmond (D-Bus on a private bus, the default
+configuration: every file system) and `findmnt --poll` watch. Measured: CPU
+seconds of each during start-up (until fsmond's Generation has counted every
+trigger) and over the quiet --after seconds that follow, and whether any
+automount was triggered (it must never be).
+
+    sudo .venv/bin/python bench/autofs_storm.py [--entries 15000] [--after 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bench.harness import cpu_seconds, private_bus, private_namespace, start_fsmond
+from bench.mount_storm import generation
+
+
+def ensure_automount() -> None:
+    if shutil.which("automount"):
+        return
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run(["apt-get", "install", "-y", "-qq", "autofs"], check=True, env=env)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=15000)
+    ap.add_argument("--after", type=float, default=60)
+    args = ap.parse_args()
+    ensure_automount()
+    private_namespace()
+    work = Path(tempfile.mkdtemp(prefix="fsmond-autofs-"))
+    (work / "auto.direct").write_text("".join(
+        f"{work}/d/k{i} -fstype=tmpfs,size=1m :tmpfs\n" for i in range(args.entries)))
+    (work / "auto.master").write_text(f"/- {work}/auto.direct\n")
+    bus, address = private_bus()
+    fsmond = start_fsmond(work, "[daemon]\nudev = false\n", "--bus", address)
+    findmnt = subprocess.Popen(["findmnt", "--poll"], stdout=subprocess.DEVNULL)
+    time.sleep(2)
+    procs = {"fsmond": fsmond.pid, "findmnt --poll": findmnt.pid}
+    gen0 = generation(address)
+    cpu0 = {n: cpu_seconds(p) for n, p in procs.items()}
+    t0 = time.monotonic()
+    automount = subprocess.Popen(["automount", "-f", "-t", "0", str(work / "auto.master")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while generation(address) < gen0 + args.entries:
+        time.sleep(0.05)
+    caught_up = time.monotonic() - t0
+    time.sleep(2)  # let findmnt finish too, as far as it will
+    cpu1 = {n: cpu_seconds(p) for n, p in procs.items()}
+    time.sleep(args.after)
+    cpu2 = {n: cpu_seconds(p) for n, p in procs.items()}
+    triggered = sum(1 for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if f" {work}/d/" in line and " - autofs " not in line)
+    automount.terminate()
+    automount.wait(60)
+    for p in (fsmond, findmnt, bus):
+        p.terminate()
+    print(f"{'watcher':16} {'start-up cpu s':>15} {'after cpu %':>12}")
+    for n in procs:
+        print(f"{n:16} {cpu1[n] - cpu0[n]:15.2f} {100 * (cpu2[n] - cpu1[n]) / args.after:12.3f}")
+    ratio = (cpu1["findmnt --poll"] - cpu0["findmnt --poll"]) / max(
+        cpu1["fsmond"] - cpu0["fsmond"], 1e-9)
+    print(f"summary: automount with {args.entries} direct entries: fsmond caught up in "
+          f"{caught_up:.2f}s, findmnt/fsmond start-up CPU {ratio:.1f}x, "
+          f"automounts triggered: {triggered}")
+
+
+if __name__ == "__main__":
+    main()
