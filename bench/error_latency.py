@@ -1,12 +1,23 @@
 """Event latency: a real ext4 error to the D-Bus `Event` signal at a subscriber.
 
 A loop-mounted ext4 (errors=continue) in a private mount namespace; each
-round writes to /sys/fs/ext4/<loop>/trigger_fs_error and times how long
-until (a) fsmond's `Event` signal reaches a subscriber on another D-Bus
-connection and (b) the same error's line reaches `dmesg --follow`, the
-real alternative a script would use. Prints p50/p99 of both and a summary.
+round writes a tagged message to /sys/fs/ext4/<loop>/trigger_fs_error and
+times how long until
+  (a) fsmond's `Event` signal reaches a subscriber on another D-Bus connection,
+  (b) the same error's line reaches `dmesg --follow`, the real alternative a
+      script would use, and
+  (c) a bare FAN_FS_ERROR reader blocked in read() wakes: the earliest any
+      process can know, the kernel's floor.
+Each watcher is a process of its own that prints "<tag> <CLOCK_MONOTONIC>"
+lines, so no watcher waits for another's GIL or for the writer (ext4 handles
+the error, console output included, before the write returns).
 
-    sudo .venv/bin/python bench/error_latency.py [--errors 200]
+    sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N]
+
+--console-loglevel sets /proc/sys/kernel/printk's first field for the run
+(restored after): ext4 prints its error at KERN_CRIT, and a console that
+shows that level (a serial console at the default 4) is written to before
+anyone is told.
 """
 
 from __future__ import annotations
@@ -29,6 +40,9 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from bench.harness import private_bus, private_namespace, start_fsmond
+from fsmond.sources import fserror
+
+PRINTK = Path("/proc/sys/kernel/printk")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -36,25 +50,136 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-class DmesgFollower:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(["stdbuf", "-oL", "dmesg", "--follow", "--notime"],
+def say(tag: str) -> None:
+    print(tag, time.monotonic(), flush=True)
+
+
+def tag_of(text: str) -> str | None:
+    """'... bench-<run>-<i> latency' -> 'bench-<run>-<i>'."""
+    if "bench-" not in text:
+        return None
+    return "bench-" + text.split("bench-", 1)[1].split()[0]
+
+
+# ------------------------------------------------------------ the watchers
+
+def watch_floor(mnt: str) -> None:
+    flags = fserror.FAN_CLASS_NOTIF | fserror.FAN_REPORT_FID | fserror.FAN_CLOEXEC
+    fd = fserror._libc.fanotify_init(flags, os.O_RDONLY)
+    rc = fserror._libc.fanotify_mark(fd, fserror.FAN_MARK_ADD | fserror.FAN_MARK_FILESYSTEM,
+                                     fserror.FAN_FS_ERROR, fserror.AT_FDCWD, mnt.encode())
+    if fd < 0 or rc != 0:
+        sys.exit("FAN_FS_ERROR mark failed")
+    say("ready")
+    while True:
+        os.read(fd, 4096)  # blocking: wakes when the kernel queues the event
+        say("error")  # the event has no text: the main process pairs them in order
+
+
+def watch_dmesg() -> None:
+    proc = subprocess.Popen(["stdbuf", "-oL", "dmesg", "--follow", "--notime"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    say("ready")
+    for line in proc.stdout:
+        tag = tag_of(line)
+        if tag:
+            say(tag)
+
+
+async def watch_dbus(address: str) -> None:
+    bus = await MessageBus(bus_address=address).connect()
+
+    def handler(msg: Message) -> None:
+        if (msg.message_type is MessageType.SIGNAL and msg.member == "Event"
+                and msg.path == "/org/fsmond/FsMon1" and msg.body[2] == "error"):
+            message = msg.body[3]["details"].value.get("message")
+            say(tag_of(message.value if message else "") or "untagged")
+
+    bus.add_message_handler(handler)
+    await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                           interface="org.freedesktop.DBus", member="AddMatch",
+                           signature="s", body=["type='signal',member='Event'"]))
+    say("ready")
+    await asyncio.Future()
+
+
+class Watcher:
+    """One watcher process; `seen` maps each tag to the first time it was told."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, *args],
                                      stdout=subprocess.PIPE, text=True)
         self.seen: dict[str, float] = {}
+        self.untagged: list[float] = []
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline().startswith("ready"):
+            sys.exit(f"watcher {args} did not start")
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            if "bench-" in line:
-                tag = line.split("bench-", 1)[1].split()[0]
-                self.seen.setdefault(tag, time.perf_counter())
+            tag, t = line.split()
+            if tag in ("error", "untagged"):
+                self.untagged.append(float(t))
+            else:
+                self.seen.setdefault(tag, float(t))
+
+    def wait(self, tag: str, nth: int) -> float | None:
+        for _ in range(1000):
+            if tag in self.seen:
+                return self.seen[tag]
+            if len(self.untagged) > nth:
+                return self.untagged[nth]
+            time.sleep(0.002)
+        return None
 
 
-async def main() -> None:
+# ------------------------------------------------------------ the run
+
+def measure(loop: str, mnt: Path, address: str, errors: int) -> dict[str, list[float]]:
+    watchers = {
+        "fsmond D-Bus Event": Watcher("--watch-dbus", address),
+        "dmesg --follow": Watcher("--watch-dmesg"),
+        "bare FAN_FS_ERROR (floor)": Watcher("--watch-floor", str(mnt)),
+    }
+    lat: dict[str, list[float]] = {name: [] for name in watchers}
+    trigger = f"/sys/fs/ext4/{loop}/trigger_fs_error"
+    try:
+        time.sleep(0.5)
+        for i in range(errors):
+            # 1.1 s apart: each error opens its own fold window, so each is
+            # published at once, as the first error of a storm is.
+            time.sleep(1.1)
+            tag = f"bench-{os.getpid()}-{i}"
+            t0 = time.monotonic()
+            with open(trigger, "w") as f:
+                f.write(f"{tag} latency\n")
+            for name, w in watchers.items():
+                t = w.wait(tag, i)
+                if t is not None:
+                    lat[name].append(t - t0)
+    finally:
+        for w in watchers.values():
+            w.proc.terminate()
+    return lat
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--errors", type=int, default=200)
+    ap.add_argument("--console-loglevel", type=int, help="console log level for the run")
+    ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
+    ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.watch_floor:
+        return watch_floor(args.watch_floor)
+    if args.watch_dmesg:
+        return watch_dmesg()
+    if args.watch_dbus:
+        return asyncio.run(watch_dbus(args.watch_dbus))
     private_namespace()
     work = Path(tempfile.mkdtemp(prefix="fsmond-lat-"))
     img = work / "img"
@@ -66,61 +191,33 @@ async def main() -> None:
     loop = os.path.basename(dev)
     mnt = work / "m"
     mnt.mkdir()
+    printk = PRINTK.read_text()
     bus_proc = fsmond = None
     try:
         subprocess.run(["mount", "-o", "errors=continue", dev, str(mnt)], check=True)
         # ext4 rate-limits its error messages; lift that for the measurement.
         for knob in ("err_ratelimit_interval_ms", "msg_ratelimit_interval_ms"):
             Path(f"/sys/fs/ext4/{loop}/{knob}").write_text("0\n")  # 0: no limit
+        if args.console_loglevel is not None:
+            PRINTK.write_text(f"{args.console_loglevel}\n")
         bus_proc, address = private_bus()
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
                               "--bus", address)
-        bus = await MessageBus(bus_address=address).connect()
-        got: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-
-        def handler(msg: Message) -> None:
-            if (msg.message_type is MessageType.SIGNAL and msg.member == "Event"
-                    and msg.path == "/org/fsmond/FsMon1" and msg.body[2] == "error"):
-                message = msg.body[3]["details"].value.get("message")
-                got.put_nowait((message.value if message else "", time.perf_counter()))
-
-        bus.add_message_handler(handler)
-        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                               interface="org.freedesktop.DBus", member="AddMatch",
-                               signature="s", body=["type='signal',member='Event'"]))
-        dmesg = DmesgFollower()
-        await asyncio.sleep(0.5)
-        fsmond_lat, dmesg_lat = [], []
-        trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
-        for i in range(args.errors):
-            # 1.1 s apart: each error opens its own fold window, so each is
-            # published at once, as the first error of a storm is.
-            await asyncio.sleep(1.1)
-            t0 = time.perf_counter()
-            trigger.write_text(f"bench-{i} latency\n")
-            while True:
-                message, t = await asyncio.wait_for(got.get(), 10)
-                if f"bench-{i} " in message or message == "":
-                    break
-            fsmond_lat.append(t - t0)
-            for _ in range(100):
-                if str(i) in dmesg.seen:
-                    break
-                await asyncio.sleep(0.01)
-            if str(i) in dmesg.seen:
-                dmesg_lat.append(dmesg.seen[str(i)] - t0)
-        dmesg.proc.terminate()
-        bus.disconnect()
+        lat = measure(loop, mnt, address, args.errors)
         ms = 1000
-        print(f"{'watcher':24} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-        for name, lat in (("fsmond D-Bus Event", fsmond_lat), ("dmesg --follow", dmesg_lat)):
-            print(f"{name:24} {len(lat):5d} {statistics.median(lat) * ms:8.2f} "
-                  f"{percentile(lat, 99) * ms:8.2f} {max(lat) * ms:8.2f}")
-        print(f"summary: {len(fsmond_lat)} ext4 errors: fsmond p50 "
-              f"{statistics.median(fsmond_lat) * ms:.2f} ms, p99 "
-              f"{percentile(fsmond_lat, 99) * ms:.2f} ms; dmesg --follow p50 "
-              f"{statistics.median(dmesg_lat) * ms:.2f} ms")
+        print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
+              + ", ".join(line.split()[0] for line in open("/proc/consoles")))
+        print(f"{'watcher':26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        for name, values in lat.items():
+            print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
+                  f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
+        f, d, k = lat.values()
+        print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
+              f"p99 {percentile(f, 99) * ms:.2f} ms; dmesg --follow p50 "
+              f"{statistics.median(d) * ms:.2f} ms; kernel floor p50 "
+              f"{statistics.median(k) * ms:.2f} ms, p99 {percentile(k, 99) * ms:.2f} ms")
     finally:
+        PRINTK.write_text(printk.split()[0] + "\n")
         if fsmond is not None:
             fsmond.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -132,4 +229,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -232,6 +232,8 @@ class Daemon:
                                        replay=d.kmsg_replay)
         if d.fanotify_errors:
             self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource")
+        if self.kmsg is not None and self.fserror is not None:
+            self.fserror.then = self.kmsg.read_now
         out += [(c, False) for c in (self.kmsg, self.fserror) if c is not None]
         if d.udev:
             out.append((UdevSource(self.emit), False))

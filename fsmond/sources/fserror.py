@@ -73,6 +73,9 @@ class FsErrorSource:
         self._by_fsid: dict[int, DevNum] = {}
         self._paths: dict[DevNum, tuple[str, int]] = {}
         self.overflows = 0
+        # Called after each batch of reports: the daemon reads kmsg at once,
+        # whose text of the same error is already stored (see KmsgSource.read_now).
+        self.then: Callable[[], None] = lambda: None
 
     def watch(self, device: DevNum, path: str) -> bool:
         """Mark the file system at `path`; False when it (or the kernel) cannot."""
@@ -131,3 +134,4 @@ class FsErrorSource:
                     continue
                 self._emit(KernelReport(kind="error", source="fanotify", device=device,
                                         errno=e.errno, count=max(1, e.count)))
+            self.then()

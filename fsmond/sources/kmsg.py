@@ -53,6 +53,7 @@ class KmsgSource:
         self.overruns = 0
         self.malformed = 0
         self._replaying = replay
+        self._fd = -1
 
     async def run(self, started: Callable[[], None]) -> None:
         try:
@@ -64,6 +65,7 @@ class KmsgSource:
         try:
             if not self.replay:
                 os.lseek(fd, 0, os.SEEK_END)
+            self._fd = fd
             loop.add_reader(fd, wake.set)
             started()
             while True:
@@ -74,8 +76,20 @@ class KmsgSource:
                 wake.clear()
                 await wake.wait()
         finally:
+            self._fd = -1
             loop.remove_reader(fd)
             os.close(fd)
+
+    def read_now(self) -> None:
+        """Read what is there without waiting to be woken.
+
+        printk stores a record before the code that printed it goes on (ext4
+        notifies fanotify right after its message), but the kernel wakes
+        /dev/kmsg readers lazily, at a later timer tick: milliseconds on an
+        idle machine. A source that knows a record is there calls this.
+        """
+        if self._fd >= 0:
+            self._drain(self._fd)
 
     def _drain(self, fd: int) -> bool:
         """Read up to BATCH records; True when more may be waiting."""
