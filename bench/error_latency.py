@@ -206,7 +206,8 @@ def main() -> None:
         lat = measure(loop, mnt, address, args.errors)
         ms = 1000
         print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
-              + ", ".join(line.split()[0] for line in open("/proc/consoles")))
+              + ", ".join(line.split()[0] for line in
+                          Path("/proc/consoles").read_text().splitlines()))
         print(f"{'watcher':26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for name, values in lat.items():
             print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
