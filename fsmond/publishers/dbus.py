@@ -130,6 +130,10 @@ class DbusPublisher:
     # ----------------------------------------------------- from the daemon
 
     def publish(self, event: Event) -> None:
+        if not self.outbox and self._bus is not None and self._backlog() <= HIGH_WATER:
+            # Nothing queued before it: send now rather than a loop turn later.
+            self._send_event(event)
+            return
         self.outbox.put(event)
 
     def on_updates(self, u: Updates) -> None:
@@ -217,13 +221,14 @@ class DbusPublisher:
     async def _send_events(self) -> None:
         while True:
             for e in await self.outbox.get_batch(256):
-                body = event_dict(e)
-                self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}",
-                             [e.fs, e.cls, e.name, body])
-                if e.fs in self._by_path:
-                    self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}",
-                                 [e.cls, e.name, body])
+                self._send_event(e)
             await self._paced()
+
+    def _send_event(self, e: Event) -> None:
+        body = event_dict(e)
+        self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", [e.fs, e.cls, e.name, body])
+        if e.fs in self._by_path:
+            self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", [e.cls, e.name, body])
 
     async def _flush_state(self) -> None:
         while True:
