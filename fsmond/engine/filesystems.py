@@ -282,9 +282,10 @@ class FileSystem:
         if w is None:
             w = self._window = _ErrorWindow(now, 0, {r.source: r.count}, r)
             if not r.message and self.merge_wait > 0:
-                # fanotify knows the errno but not the text, and kmsg's view of
-                # the same error is usually a fraction of a millisecond behind:
-                # hold it briefly so the one event carries both.
+                # fanotify knows the errno but not the text; kmsg's view of the
+                # same error is normally read right after (the daemon reads kmsg
+                # after each fanotify batch): hold it briefly so one event
+                # carries both.
                 w.hold_until = now + self.merge_wait
                 return out
             return [*out, self._error_notice(w.last, self._take(w))]
