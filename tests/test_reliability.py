@@ -144,7 +144,8 @@ def test_dbus_methods_fuzzed(tmp_path: Path) -> None:
         @given(st.text(min_size=0, max_size=300), st.integers(0, 2**64 - 1),
                st.lists(st.text(max_size=8), max_size=4))
         def probe(path: str, gen: int, classes: list[str]) -> None:
-            path = path.replace("\0", "")
+            path = path.replace("\0", "")  # a process argument cannot hold NUL
+            classes = [c.replace("\0", "") for c in classes]
             for args in (["GetMount", "s", path], ["GetChangesSince", "t", str(gen)],
                          ["AddWatch", "sasss", path or "/", str(len(classes)), *classes,
                           path[:5], path[5:10]], ["RemoveWatch", "s", path]):
