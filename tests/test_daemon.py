@@ -4,6 +4,7 @@ through the injectable shutdown trigger."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,17 @@ def test_ready_after_every_component_then_injected_shutdown(tmp_path: Path) -> N
             seen_at_ready.update(d.status())
             # fanotify's error batches read kmsg at once (its text is already there)
             seen_at_ready["then"] = d.fserror.then == d.kmsg.read_now
+            seen_at_ready["frozen"] = gc.get_freeze_count()
             stop.set()  # stop as soon as it is ready
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=stop.wait, ready=ready)
-        asyncio.run(asyncio.wait_for(d.run(), 30))
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()  # give the test process its collector back
     assert seen_at_ready["filesystems"] == 1 and seen_at_ready["mounts"] > 0
     assert seen_at_ready["mount_backend"] == "fanotify"
     assert "kmsg" in seen_at_ready["error_backends"]  # type: ignore[operator]
     assert seen_at_ready["then"] is True
+    assert seen_at_ready["frozen"] > 10_000  # start-up's objects are out of the cyclic GC
     assert [e.name for e in collect.events] == ["watch-added"]
