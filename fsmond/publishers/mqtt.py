@@ -116,8 +116,9 @@ class MqttPublisher:
                     except asyncio.CancelledError:
                         await self._say_offline(client)
                         raise
-            except aiomqtt.MqttError as e:
-                log.warning("MQTT: %s; retrying in about %.1fs", e, delay)
+            except* aiomqtt.MqttError as lost:
+                # Grouped when a task of the session's TaskGroup saw the loss first.
+                log.warning("MQTT: %s; retrying in about %.1fs", lost.exceptions[0], delay)
             finally:
                 self.connected = False
             await asyncio.sleep(jitter(delay))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,7 +128,15 @@ def test_broker_down_at_start_then_restarted_nothing_lost(tmp_path: Path) -> Non
             broker.start()
             seqs = [delivered(point) for point in points]
             assert seqs == sorted(seqs)  # queued events go out in order
-            broker.stop()  # and once more, mid-run
+            # Lose the broker once more, mid-run: after the session's start-up
+            # (states are its last publishes), so the loss lands inside its TaskGroup.
+            states = Subscriber(broker.port, f"{base}/fs/+/state")
+            for point in points:
+                dev = next(e["device"] for e in p.events if e["mount_point"] == point)
+                states.wait_for(lambda m, d=dev: m.topic.endswith(f"/{d.replace(':', '_')}/state"))
+            states.close()
+            time.sleep(1)
+            broker.stop()
             later = mount("later")
             broker.start()
             delivered(later)
