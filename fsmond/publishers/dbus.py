@@ -6,7 +6,8 @@ bounded outbox and go out as the Manager's `Event` and the file system
 object's own `Event` (kevent style). State changes are coalesced: a flusher
 runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
-values that changed, so a 15,000-mount storm becomes a few signals.
+values that changed, so a 15,000-mount storm becomes a few signals. These
+signals of fsmond's own are marshalled by dbus_wire, many to a write.
 
 dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
 child's own path, so the bus class sends them from the ObjectManager's path;
@@ -26,7 +27,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply, Variant
+from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
@@ -34,11 +35,12 @@ from dbus_fast.service import ServiceInterface
 from fsmond.engine.core import Updates
 from fsmond.errors import FsmondError
 from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
-    change_dict,
-    event_dict,
+    change_fields,
+    event_fields,
 )
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
@@ -56,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.1  # seconds: coalescing of MountsChanged and PropertiesChanged
-HIGH_WATER = 2000  # messages queued in the connection before sending pauses
+HIGH_WATER = 32  # writes queued in the connection before sending pauses
+EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 
 
@@ -81,6 +84,21 @@ class _NonBlockingSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+class _Marshalled:
+    """Signals marshalled by dbus_wire, in the shape dbus-fast's send() takes
+    (a serial, no fds, `_marshall`), so that many leave in one write."""
+
+    __slots__ = ("data",)
+    serial = 1  # set: each message inside has its own
+    unix_fds = None
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _marshall(self, negotiate_unix_fd: bool) -> bytes:
+        return self.data
 
 
 class ObjectManagerBus(MessageBus):
@@ -121,7 +139,7 @@ class DbusPublisher:
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
-        self._mount_changes: list[dict[str, Variant]] = []
+        self._mount_changes: list[wire.Fields] = []
         self._generation_sent = -1
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -145,7 +163,7 @@ class DbusPublisher:
         engine = self.daemon.engine
         for c in u.mount_changes:
             fs = engine.filesystems.get(c.entry.device)
-            self._mount_changes.append(change_dict(c, fs_object_path(fs.device) if fs else "/"))
+            self._mount_changes.append(change_fields(c, fs_object_path(fs.device) if fs else "/"))
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:
@@ -220,15 +238,22 @@ class DbusPublisher:
 
     async def _send_events(self) -> None:
         while True:
-            for e in await self.outbox.get_batch(256):
-                self._send_event(e)
+            batch = await self.outbox.get_batch(EVENT_BATCH)
+            self._send_raw(b"".join(m for e in batch for m in self._event_messages(e)))
             await self._paced()
 
     def _send_event(self, e: Event) -> None:
-        body = event_dict(e)
-        self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", [e.fs, e.cls, e.name, body])
+        self._send_raw(b"".join(self._event_messages(e)))
+
+    def _event_messages(self, e: Event) -> list[bytes]:
+        """The Manager's Event and the file system object's, one a{sv} for both."""
+        details = wire.entries(event_fields(e))
+        out = [self._message(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}",
+                             [e.fs, e.cls, e.name, details])]
         if e.fs in self._by_path:
-            self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", [e.cls, e.name, body])
+            out.append(self._message(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}",
+                                     [e.cls, e.name, details]))
+        return out
 
     async def _flush_state(self) -> None:
         while True:
@@ -242,12 +267,12 @@ class DbusPublisher:
         engine = self.daemon.engine
         if self._mount_changes:
             changes, self._mount_changes = self._mount_changes, []
-            self._signal(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
-                         [engine.mounts.generation, changes])
+            self._send_raw(self._message(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
+                                         [engine.mounts.generation, changes]))
         if engine.mounts.generation != self._generation_sent:
             self._generation_sent = engine.mounts.generation
             self._properties_changed(ROOT_PATH, MANAGER_IFACE,
-                                     {"Generation": Variant("t", self._generation_sent)})
+                                     {"Generation": ("t", self._generation_sent)})
         for dev in list(self._dirty):
             obj = self.objects.get(dev)
             if obj is None:
@@ -259,20 +284,23 @@ class DbusPublisher:
             self._sent[dev] = now
             if changed:
                 self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
-                    k: Variant(FS_PROPERTIES[k][0], v) for k, v in changed.items()})
+                    k: (FS_PROPERTIES[k][0], v) for k, v in changed.items()})
         self._dirty.clear()
 
-    def _signal(self, path: str, interface: str, member: str, sig: str, body: list[Any]) -> None:
-        # Sent as plain messages: dbus-fast's @dbus_signal path walks every
-        # Variant of the body looking for file descriptors, which costs more
-        # than everything else an event does.
-        if self._bus is not None and self._bus.connected:
-            self._bus.send(Message.new_signal(path, interface, member, sig, body))
-            self.signals += 1
+    def _message(self, path: str, interface: str, member: str, sig: str,
+                 body: list[Any]) -> bytes:
+        assert self._bus is not None
+        self.signals += 1
+        return wire.signal(self._bus.next_serial(), path, interface, member, sig,
+                           wire.body(sig, body))
 
-    def _properties_changed(self, path: str, interface: str, values: dict[str, Variant]) -> None:
-        self._signal(path, "org.freedesktop.DBus.Properties", "PropertiesChanged", "sa{sv}as",
-                     [interface, values, []])
+    def _send_raw(self, data: bytes) -> None:
+        if self._bus is not None and self._bus.connected and data:
+            self._bus.send(_Marshalled(data))  # type: ignore[arg-type]
+
+    def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
+        self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",
+                                     "PropertiesChanged", "sa{sv}as", [interface, values, []]))
 
     # ------------------------------------------------------ privileged calls
 

@@ -16,78 +16,101 @@ from dbus_fast import Variant
 from fsmond.engine.filesystems import FileSystem
 from fsmond.engine.mounts import MountChange
 from fsmond.events import Event, MountEntry, dev_str, format_time
+from fsmond.publishers.dbus_wire import Fields
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def text(value: str) -> tuple[str, bytes | None]:
     """A D-Bus-safe string, and the exact bytes when it had to be changed."""
+    if value.isascii():  # nearly always, and much cheaper than trying to encode
+        return value, None
     try:
         value.encode("utf-8")
         return value, None
     except UnicodeEncodeError:
-        raw = value.encode("utf-8", "surrogateescape")
+        try:
+            raw = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate that no kernel byte makes
+            raw = value.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "replace"), raw
 
 
-def put_text(out: dict[str, Variant], key: str, value: str) -> None:
+def put_text(out: Fields, key: str, value: str) -> None:
     safe, raw = text(value)
-    out[key] = Variant("s", safe)
+    out[key] = ("s", safe)
     if raw is not None:
-        out[key + "_bytes"] = Variant("ay", raw)
+        out[key + "_bytes"] = ("ay", raw)
 
 
-def variant(value: Any) -> Variant:
-    """A best-fitting Variant for a details value (recursively for maps and lists)."""
+def fit(value: Any) -> tuple[str, Any]:
+    """The best-fitting D-Bus type for a details value (recursively for maps and lists)."""
     if isinstance(value, Variant):
-        return value
+        return value.signature, value.value
     if isinstance(value, bool):
-        return Variant("b", value)
+        return "b", value
     if isinstance(value, int):
-        return Variant("x", max(INT64_MIN, min(INT64_MAX, value)))
+        return "x", max(INT64_MIN, min(INT64_MAX, value))
     if isinstance(value, float):
-        return Variant("d", value)
+        return "d", value
     if isinstance(value, str):
-        return Variant("s", text(value)[0])
+        return "s", text(value)[0]
     if isinstance(value, Mapping):
-        return Variant("a{sv}", vardict(value))
+        return "a{sv}", fields(value)
     if isinstance(value, list | tuple):
         if all(isinstance(v, str) for v in value):
-            return Variant("as", [text(v)[0] for v in value])
-        return Variant("av", [variant(v) for v in value])
-    return Variant("s", text(str(value))[0])
+            return "as", [text(v)[0] for v in value]
+        return "av", [fit(v) for v in value]
+    return "s", text(str(value))[0]
+
+
+def fields(values: Mapping[str, Any]) -> Fields:
+    return {text(str(k))[0]: fit(v) for k, v in values.items()}
+
+
+def variants(values: Fields) -> dict[str, Variant]:
+    """For dbus-fast (method replies and its own signals)."""
+    return {k: _variant(sig, v) for k, (sig, v) in values.items()}
+
+
+def _variant(sig: str, value: Any) -> Variant:
+    if sig == "a{sv}":
+        return Variant(sig, variants(value))
+    if sig == "av":
+        return Variant(sig, [_variant(s, v) for s, v in value])
+    return Variant(sig, value)
 
 
 def vardict(values: Mapping[str, Any]) -> dict[str, Variant]:
-    return {text(str(k))[0]: variant(v) for k, v in values.items()}
+    return variants(fields(values))
 
 
-def event_dict(e: Event) -> dict[str, Variant]:
-    out: dict[str, Variant] = {
-        "seq": Variant("t", e.seq),
-        "time": Variant("s", format_time(e.time)),
-        "class": Variant("s", e.cls),
-        "name": Variant("s", e.name),
-        "fs": Variant("o", e.fs),
-        "fstype": Variant("s", text(e.fstype)[0]),
-        "device": Variant("s", e.device),
-        "pid": Variant("u", max(0, e.pid)),
-        "comm": Variant("s", text(e.comm)[0]),
-        "details": Variant("a{sv}", vardict(e.details)),
+def event_fields(e: Event) -> Fields:
+    out: Fields = {
+        "seq": ("t", e.seq),
+        "time": ("s", format_time(e.time)),
+        "class": ("s", e.cls),
+        "name": ("s", e.name),
+        "fs": ("o", e.fs),
+        "fstype": ("s", text(e.fstype)[0]),
+        "device": ("s", e.device),
+        "pid": ("u", max(0, e.pid)),
+        "comm": ("s", text(e.comm)[0]),
+        "details": ("a{sv}", fields(e.details)),
     }
     put_text(out, "mount_point", e.mount_point)
     put_text(out, "source", e.source)
     return out
 
 
-def mount_dict(m: MountEntry, fs_path: str) -> dict[str, Variant]:
-    out: dict[str, Variant] = {
-        "mount_id": Variant("u", m.mount_id),
-        "parent_id": Variant("u", m.parent_id),
-        "fstype": Variant("s", text(m.fstype)[0]),
-        "device": Variant("s", dev_str(m.device)),
-        "options": Variant("s", m.options),
-        "fs": Variant("o", fs_path),
+def mount_fields(m: MountEntry, fs_path: str) -> Fields:
+    out: Fields = {
+        "mount_id": ("u", m.mount_id),
+        "parent_id": ("u", m.parent_id),
+        "fstype": ("s", text(m.fstype)[0]),
+        "device": ("s", dev_str(m.device)),
+        "options": ("s", m.options),
+        "fs": ("o", fs_path),
     }
     put_text(out, "mount_point", m.mount_point)
     put_text(out, "root", m.root)
@@ -96,12 +119,12 @@ def mount_dict(m: MountEntry, fs_path: str) -> dict[str, Variant]:
     return out
 
 
-def change_dict(c: MountChange, fs_path: str) -> dict[str, Variant]:
-    out = mount_dict(c.entry, fs_path)
-    out["generation"] = Variant("t", c.generation)
-    out["change"] = Variant("s", c.kind)
+def change_fields(c: MountChange, fs_path: str) -> Fields:
+    out = mount_fields(c.entry, fs_path)
+    out["generation"] = ("t", c.generation)
+    out["change"] = ("s", c.kind)
     if c.old is not None:
-        out["old_options"] = Variant("s", c.old.options)
+        out["old_options"] = ("s", c.old.options)
         put_text(out, "old_super_options", c.old.super_options)
     return out
 

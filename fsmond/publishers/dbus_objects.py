@@ -34,10 +34,11 @@ from fsmond.events import DevNum, fs_object_path
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
+    change_fields,
     fs_values,
-    mount_dict,
+    mount_fields,
     vardict,
-    variant,
+    variants,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class ManagerObject(ServiceInterface):
     @dbus_method()
     def ListMounts(self) -> GenMounts:
         e = self.engine
-        return [e.mounts.generation, [mount_dict(m, self._fs_path(m.device))
+        return [e.mounts.generation, [variants(mount_fields(m, self._fs_path(m.device)))
                                       for m in e.mounts.mounts.values()]]
 
     @dbus_method()
@@ -107,15 +108,14 @@ class ManagerObject(ServiceInterface):
         entry = self.engine.mounts.at(path)
         if entry is None:
             raise DBusError(f"{BUS_NAME}.Error.NotFound", f"nothing is mounted at {path!r}")
-        return mount_dict(entry, self._fs_path(entry.device))
+        return variants(mount_fields(entry, self._fs_path(entry.device)))
 
     @dbus_method()
     def GetChangesSince(self, generation: DBusUInt64) -> GenChanges:
-        from fsmond.publishers.dbus_convert import change_dict
-
         with translate():
             gen, complete, changes = self.engine.mounts.changes_since(generation)
-        return [gen, complete, [change_dict(c, self._fs_path(c.entry.device)) for c in changes]]
+        return [gen, complete, [variants(change_fields(c, self._fs_path(c.entry.device)))
+                                  for c in changes]]
 
     @dbus_method()
     def ListWatches(self) -> DictList:
@@ -209,4 +209,4 @@ def _property(name: str, sig: str) -> Any:
 for _name, (_sig, _get) in FS_PROPERTIES.items():
     setattr(FileSystemObject, _name, _property(_name, _sig))
 
-__all__ = ["BUS_NAME", "FileSystemObject", "ManagerObject", "translate", "variant"]
+__all__ = ["BUS_NAME", "FileSystemObject", "ManagerObject", "translate"]
