@@ -18,9 +18,25 @@ TICK = os.sysconf("SC_CLK_TCK")
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, proc: Path | None = None) -> float:
+    fields = ((proc or Path(f"/proc/{pid}")) / "stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of the main thread and of all other threads (Python does
+    not name its threads to the kernel, so the main one is told by its id)."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds = cpu_seconds(int(task.name), task)
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        if int(task.name) == pid:
+            main += seconds
+        else:
+            other += seconds
+    return main, other
 
 
 def private_namespace() -> None:

@@ -11,6 +11,7 @@ line it printed about the storm). Prints a table and a summary line.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.harness import cpu_seconds, private_bus, private_namespace, storm, storm_dir
+from bench.harness import (
+    cpu_seconds,
+    private_bus,
+    private_namespace,
+    storm,
+    storm_dir,
+    thread_cpu_seconds,
+)
 
 
 class Watcher:
@@ -33,6 +41,7 @@ class Watcher:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      errors="replace", text=True)
         self.ready = threading.Event()
+        self.errors: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         threading.Thread(target=self._stderr, daemon=True).start()
 
@@ -46,6 +55,7 @@ class Watcher:
     def _stderr(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
+            self.errors.append(line)
             if " ready: " in line:
                 self.ready.set()
 
@@ -62,6 +72,9 @@ class Watcher:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+        problems = [e for e in self.errors if " WARNING " in e or " ERROR " in e]
+        if problems:  # a benchmark of a daemon that complained is no benchmark
+            print(f"{self.name} said:\n" + "".join(problems[-10:]), file=sys.stderr)
 
 
 def generation(address: str) -> int:
@@ -78,6 +91,9 @@ def main() -> None:
     ap.add_argument("--backend", default="fanotify", choices=["fanotify", "mountinfo"])
     ap.add_argument("--profile", metavar="FILE",
                     help="run fsmond under cProfile, writing its stats to FILE")
+    ap.add_argument("--sample", metavar="FILE",
+                    help="sample fsmond with py-spy (collapsed stacks to FILE): "
+                    "a profile without cProfile's overhead per call")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
     ap.add_argument("--unwatched", action="store_true",
@@ -115,6 +131,12 @@ def main() -> None:
                                      "--profile",
                                      "type='signal',interface='org.fsmond.FsMon1.Manager',"
                                      "member='Event'"], "Event")
+    sampler = None
+    if args.sample:
+        sampler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                    "--pid", str(fsmond.proc.pid), "--format", "raw",
+                                    "--rate", "250", "--nonblocking", "-o", args.sample],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # findmnt has read its first table
     watchers = [fsmond, findmnt]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
@@ -142,6 +164,10 @@ def main() -> None:
             w.lines = 0
         print(f"{phase}: {args.mounts} in {took:.2f}s", file=sys.stderr)
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
+    threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
+    if sampler is not None:
+        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        sampler.wait(30)
     for w in [*watchers, *([monitor] if monitor else [])]:
         w.stop()
     if bus is not None:
@@ -152,6 +178,8 @@ def main() -> None:
         print(f"{phase:8} {name:22} {lines:7d} {lag:8.2f}")
     print(f"{'cpu s':8} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
     print(f"{'cpu s':8} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
+    print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
+          f"worker threads (statmount) {threads[1]:.2f}")
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "

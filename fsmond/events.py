@@ -9,8 +9,10 @@ here is a frozen dataclass so a value can cross threads and layers safely.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 DevNum = tuple[int, int]
@@ -33,10 +35,20 @@ def fs_object_path(dev: DevNum | None) -> str:
 
 
 def format_time(t: float) -> str:
-    """UTC with microseconds, ISO 8601 with a Z."""
-    return (
-        _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
-    )
+    """UTC with microseconds, ISO 8601 with a Z; rounded as datetime rounds."""
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    elif us < 0:
+        whole, us = whole - 1, us + 1_000_000
+    return f"{_utc_second(int(whole))}.{us:06d}Z"
+
+
+@lru_cache(maxsize=8)
+def _utc_second(t: int) -> str:
+    # strftime is most of an event's formatting; a storm's events share seconds.
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # ---------------------------------------------------------------- observations

@@ -15,6 +15,7 @@ is the larger of the two sources' counts, so one error is one event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -89,7 +90,7 @@ class FileSystem:
     source: str
     super_options: str
     watch: WatchSpec
-    mount_points: list[str] = field(default_factory=list)
+    mount_points: Sequence[str] = field(default_factory=list)
     size: int = 0
     free: int = 0
     available: int = 0

@@ -59,7 +59,7 @@ def state_payload(fs: FileSystem) -> str:
         "device": f"{fs.device[0]}:{fs.device[1]}",
         "fstype": fs.fstype,
         "source": fs.source,
-        "mount_points": fs.mount_points,
+        "mount_points": list(fs.mount_points),
         "size": fs.size,
         "available": fs.available,
         "free": fs.free,

@@ -119,6 +119,15 @@ def test_classes_filter_what_is_published() -> None:
     assert e.filesystems[DEV].level == "upper"  # state is kept even when unpublished
 
 
+def test_a_batch_unmounting_every_mount_point_names_the_first_in_watch_removed() -> None:
+    e, _ = started()
+    binds = [dataclasses.replace(DATA, mount_id=40 + i, mount_point=f"/b{i}") for i in range(3)]
+    e.process(MountDelta(added=tuple(binds)), 1)
+    assert e.filesystems[DEV].mount_points == ["/b0", "/b1", "/b2", "/data"]
+    gone = e.process(MountDelta(removed=(41, 30, 40, 42)), 2)
+    assert [(g.name, g.mount_point) for g in gone][-1] == ("watch-removed", "/b0")
+
+
 def test_mount_unmount_remount_and_forced_read_only() -> None:
     e, _ = started()
     bind = dataclasses.replace(DATA, mount_id=31, mount_point="/bind")
@@ -136,6 +145,7 @@ def test_mount_unmount_remount_and_forced_read_only() -> None:
     assert names(e.process(MountDelta(removed=(31,)), 5)) == [("info", "unmounted")]
     gone = e.process(MountDelta(removed=(30,)), 6)
     assert names(gone) == [("info", "unmounted"), ("info", "watch-removed")]
+    assert [g.mount_point for g in gone] == ["/data", "/data"]  # what the watch was on
     assert e.filesystems == {}
     updates = e.take_updates()
     assert updates.fs_removed == {DEV} and len(updates.mount_changes) == 6 + 2
