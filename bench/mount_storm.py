@@ -92,8 +92,8 @@ def main() -> None:
     ap.add_argument("--profile", metavar="FILE",
                     help="run fsmond under cProfile, writing its stats to FILE")
     ap.add_argument("--sample", metavar="FILE",
-                    help="sample fsmond with py-spy (collapsed stacks to FILE): "
-                    "a profile without cProfile's overhead per call")
+                    help="sample fsmond with py-spy: collapsed stacks of the thread "
+                    "holding the GIL to FILE, without cProfile's overhead per call")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
     ap.add_argument("--unwatched", action="store_true",
@@ -102,6 +102,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.unwatched and not args.dbus:
         sys.exit("--unwatched measures through D-Bus")
+    spy = Path(sys.executable).parent / "py-spy"
+    if args.sample and not spy.exists():
+        sys.exit("--sample needs py-spy: .venv/bin/pip install -e '.[bench]'")
     private_namespace()
     work = storm_dir("fsmond-storm-", args.mounts)
     cfg = work / "fsmond.toml"
@@ -133,9 +136,9 @@ def main() -> None:
                                      "member='Event'"], "Event")
     sampler = None
     if args.sample:
-        sampler = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+        sampler = subprocess.Popen([str(spy), "record",
                                     "--pid", str(fsmond.proc.pid), "--format", "raw",
-                                    "--rate", "250", "--nonblocking", "-o", args.sample],
+                                    "--rate", "250", "--nonblocking", "--gil", "-o", args.sample],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # findmnt has read its first table
     watchers = [fsmond, findmnt]
