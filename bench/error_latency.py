@@ -3,7 +3,8 @@
 A loop-mounted ext4 (errors=continue) in a private mount namespace; each
 round writes a tagged message to /sys/fs/ext4/<loop>/trigger_fs_error and
 times how long until
-  (a) fsmond's `Event` signal reaches a subscriber on another D-Bus connection,
+  (a) fsmond's `Event` signal reaches a subscriber on another D-Bus connection
+      (a Python one with dbus-fast, and dbus-monitor, a C one),
   (b) the same error's line reaches `dmesg --follow`, the real alternative a
       script would use, and
   (c) a bare FAN_FS_ERROR reader blocked in read() wakes: the earliest any
@@ -87,6 +88,23 @@ def watch_dmesg() -> None:
             say(tag)
 
 
+def watch_monitor(address: str) -> None:
+    """dbus-monitor, a C subscriber: its receive time (wall clock, taken as it
+    prints) without a Python subscriber's own wake-up and unmarshalling."""
+    proc = subprocess.Popen(["stdbuf", "-oL", "dbus-monitor", "--address", address,
+                             "type='signal',interface='org.fsmond.FsMon1.Manager',"
+                             "member='Event'"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    say("ready")
+    received = 0.0
+    for line in proc.stdout:
+        if line.startswith("signal time="):
+            received = float(line.split()[1].split("=")[1])
+        elif (tag := tag_of(line)) and received:
+            print(tag, received - (time.time() - time.monotonic()), flush=True)
+            received = 0.0
+
+
 async def watch_dbus(address: str) -> None:
     bus = await MessageBus(bus_address=address).connect()
 
@@ -141,6 +159,7 @@ class Watcher:
 def measure(loop: str, mnt: Path, address: str, errors: int) -> dict[str, list[float]]:
     watchers = {
         "fsmond D-Bus Event": Watcher("--watch-dbus", address),
+        "  seen by dbus-monitor": Watcher("--watch-monitor", address),
         "dmesg --follow": Watcher("--watch-dmesg"),
         "bare FAN_FS_ERROR (floor)": Watcher("--watch-floor", str(mnt)),
     }
@@ -173,6 +192,7 @@ def main() -> None:
     ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
     ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
+    ap.add_argument("--watch-monitor", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.watch_floor:
         return watch_floor(args.watch_floor)
@@ -180,6 +200,8 @@ def main() -> None:
         return watch_dmesg()
     if args.watch_dbus:
         return asyncio.run(watch_dbus(args.watch_dbus))
+    if args.watch_monitor:
+        return watch_monitor(args.watch_monitor)
     private_namespace()
     work = Path(tempfile.mkdtemp(prefix="fsmond-lat-"))
     img = work / "img"
@@ -212,9 +234,11 @@ def main() -> None:
         for name, values in lat.items():
             print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
                   f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
-        f, d, k = lat.values()
+        f, m, d, k = lat.values()
         print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
-              f"p99 {percentile(f, 99) * ms:.2f} ms; dmesg --follow p50 "
+              f"p99 {percentile(f, 99) * ms:.2f} ms (at dbus-monitor "
+              f"{statistics.median(m) * ms:.2f} / {percentile(m, 99) * ms:.2f} ms); "
+              f"dmesg --follow p50 "
               f"{statistics.median(d) * ms:.2f} ms; kernel floor p50 "
               f"{statistics.median(k) * ms:.2f} ms, p99 {percentile(k, 99) * ms:.2f} ms")
     finally:
