@@ -109,8 +109,11 @@ class SpaceSampler:
             while True:
                 next_wake = self._schedule(time.monotonic())
                 self._wake.clear()
+                # Not asyncio.wait_for: on 3.11 it loses a cancel that comes as
+                # the wake does, and the daemon then never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_wake))
+                    async with asyncio.timeout(max(0.0, next_wake)):
+                        await self._wake.wait()
         finally:
             for _ in self._threads:
                 self._jobs.put(None)

@@ -66,3 +66,22 @@ def test_a_hung_file_system_never_delays_the_others() -> None:
     # polls fit in the window; a sampler blocked behind the hang would manage 1).
     assert len(during) >= 5
     assert any(isinstance(o, SpaceSample) and o.device == (0, 3) for _, o in got)
+
+
+def test_a_cancel_that_comes_with_a_wake_up_still_stops_the_sampler() -> None:
+    """The daemon cancels its components at shutdown while the mount table may
+    be poking the sampler: neither may be lost (asyncio.wait_for loses it on 3.11)."""
+
+    async def main() -> bool:
+        s = SpaceSampler(lambda o: None, lambda: [], lambda dev: 60.0)
+        task = asyncio.create_task(s.run(lambda: None))
+        await asyncio.sleep(0.05)  # waiting for its next wake-up
+        s.poke()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        if not done:  # let the test end either way
+            task.cancel()
+            await asyncio.wait([task], timeout=2)
+        return bool(done)
+
+    assert asyncio.run(main())
