@@ -43,7 +43,8 @@ class Component(Protocol):
 
 
 class Publisher(Component, Protocol):
-    def publish(self, event: Event) -> None: ...
+    def publish(self, events: list[Event]) -> None:
+        """The events of one observation, in order (a storm's batch is one call)."""
 
 
 async def wait_for_signals(*signums: int) -> None:
@@ -109,10 +110,10 @@ class Daemon:
         self._deliver(self.engine.process(obs, now))
 
     def _deliver(self, events: list[Event]) -> None:
-        for e in events:
-            self.events += 1
+        if events:
+            self.events += len(events)
             for p in self.publishers:
-                p.publish(e)
+                p.publish(events)
         updates = self.engine.take_updates()
         if updates:
             self._on_updates(updates)

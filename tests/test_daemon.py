@@ -23,8 +23,8 @@ class Collect:
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def publish(self, event: Event) -> None:
-        self.events.append(event)
+    def publish(self, events: list[Event]) -> None:
+        self.events += events
 
     async def run(self, started: object) -> None:
         started()  # type: ignore[operator]

@@ -32,8 +32,9 @@ class ConsolePublisher:
         self.outbox: Outbox[Event] = Outbox("console", queue_size)
         self._stream = stream or sys.stdout
 
-    def publish(self, event: Event) -> None:
-        self.outbox.put(event)
+    def publish(self, events: list[Event]) -> None:
+        for e in events:
+            self.outbox.put(e)
 
     async def run(self, started: Callable[[], None]) -> None:
         started()

@@ -149,12 +149,15 @@ class DbusPublisher:
 
     # ----------------------------------------------------- from the daemon
 
-    def publish(self, event: Event) -> None:
-        if not self.outbox and self._bus is not None and self._backlog() <= HIGH_WATER:
-            # Nothing queued before it: send now rather than a loop turn later.
-            self._send_event(event)
+    def publish(self, events: list[Event]) -> None:
+        if (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
+                and self._backlog() <= HIGH_WATER):
+            # Nothing queued before them: send now, in one write, rather than
+            # a loop turn later.
+            self._send(events)
             return
-        self.outbox.put(event)
+        for e in events:
+            self.outbox.put(e)
 
     def on_updates(self, u: Updates) -> None:
         for dev in u.fs_removed:
@@ -240,12 +243,11 @@ class DbusPublisher:
 
     async def _send_events(self) -> None:
         while True:
-            batch = await self.outbox.get_batch(EVENT_BATCH)
-            self._send_raw(b"".join(m for e in batch for m in self._event_messages(e)))
+            self._send(await self.outbox.get_batch(EVENT_BATCH))
             await self._paced()
 
-    def _send_event(self, e: Event) -> None:
-        self._send_raw(b"".join(self._event_messages(e)))
+    def _send(self, events: list[Event]) -> None:
+        self._send_raw(b"".join(m for e in events for m in self._event_messages(e)))
 
     def _event_messages(self, e: Event) -> list[bytes]:
         """The Manager's Event and the file system object's, one a{sv} for both."""

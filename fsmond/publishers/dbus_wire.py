@@ -93,10 +93,10 @@ def entries(fields: Fields) -> bytearray:
     buf = bytearray()
     for key, (sig, value) in fields.items():
         buf += _ZEROS[-len(buf) % 8]
-        buf += _entry_head(key, sig)
+        head = _HEADS.get((key, sig))
+        buf += head if head is not None else _entry_head(key, sig)
         if sig == "s":  # most values: inlined, as this runs for every event
             raw = value.encode()
-            buf += _ZEROS[-len(buf) % 4]
             buf += _U32.pack(len(raw))
             buf += raw
             buf.append(0)
@@ -113,12 +113,18 @@ def put_entries(buf: bytearray, marshalled: bytes | bytearray) -> None:
     buf += marshalled
 
 
-@lru_cache(maxsize=1024)
+_HEADS: dict[tuple[str, str], bytes] = {}  # a plain dict: lru_cache costs more per call
+
+
 def _entry_head(key: str, sig: str) -> bytes:
-    """A dict entry's key and its variant's signature: the same for every event."""
+    """A dict entry's key, its variant's signature and the padding before the
+    value: the same for every event, as an entry starts 8-aligned."""
     buf = bytearray()
     put(buf, "s", key)
     put(buf, "g", sig)
+    _align(buf, _ALIGN[sig[0]])
+    if len(_HEADS) < 4096:  # the keys are fsmond's own; bounded all the same
+        _HEADS[key, sig] = bytes(buf)
     return bytes(buf)
 
 
@@ -145,20 +151,26 @@ def complete_types(signature: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=4096)
-def _header_fields(path: str, interface: str, member: str, signature: str) -> bytes:
-    # The field array starts at message offset 16, so 8-aligned like `buf`.
+def _header_fields(path: str, interface: str, member: str, signature: str) -> tuple[int, bytes]:
+    """The header's field array: its length, and its bytes padded for the body."""
+    # The array starts at message offset 16, so 8-aligned like `buf`.
     buf = bytearray()
     for code, sig, value in ((1, "o", path), (2, "s", interface), (3, "s", member),
                              (8, "g", signature)):
         _align(buf, 8)
         buf.append(code)
         put(buf, "v", (sig, value))
-    return bytes(buf)
+    size = len(buf)
+    _align(buf, 8)
+    return size, bytes(buf)
+
+
+_START = bytes((ord("l"), SIGNAL, 0, 1))  # little-endian, a signal, no flags, version 1
+_III = struct.Struct("<III")
 
 
 def signal(serial: int, path: str, interface: str, member: str, signature: str,
            body: bytes | bytearray) -> bytes:
     """A whole signal message, ready for the socket."""
-    fields = _header_fields(path, interface, member, signature)
-    head = b"l" + bytes((SIGNAL, 0, 1)) + struct.pack("<III", len(body), serial, len(fields))
-    return b"".join((head, fields, bytes(-len(fields) % 8), body))
+    size, fields = _header_fields(path, interface, member, signature)
+    return b"".join((_START, _III.pack(len(body), serial, size), fields, body))

@@ -72,8 +72,9 @@ class MqttPublisher:
 
     # ----------------------------------------------------- from the daemon
 
-    def publish(self, event: Event) -> None:
-        self.outbox.put(event)
+    def publish(self, events: list[Event]) -> None:
+        for e in events:
+            self.outbox.put(e)
 
     def on_updates(self, u: Updates) -> None:
         self._dirty |= u.fs_added | u.fs_changed
