@@ -42,7 +42,10 @@ class MountTable:
     def apply_snapshot(self, snap: MountSnapshot) -> list[MountChange]:
         new = {e.mount_id: e for e in snap.entries}
         removed = [mid for mid in self.mounts if mid not in new]
-        upserts = [e for mid, e in new.items() if self.mounts.get(mid) != e]
+        known = self.mounts.get
+        # The mountinfo parser hands unchanged lines back as the same objects:
+        # `is` settles most of a 15,000-mount table without comparing fields.
+        upserts = [e for mid, e in new.items() if (old := known(mid)) is not e and old != e]
         return self._apply(upserts, removed)
 
     def apply_delta(self, delta: MountDelta) -> list[MountChange]:

@@ -42,6 +42,7 @@ from fsmond.publishers.dbus_convert import (
     FS_PROPERTIES,
     change_fields,
     event_fields,
+    mounts_changed_bodies,
 )
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
@@ -60,8 +61,12 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.1  # seconds: coalescing of MountsChanged and PropertiesChanged
 FLUSH_SPACING = 20  # at least this many times a flush's own duration between flushes
+FLUSH_MAX = 1.0  # seconds: but never further apart than this
 HIGH_WATER = 32  # writes queued in the connection before sending pauses
 EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
+# A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
+# (and drops the sender), and 2,048 changes are about 1 MB.
+CHANGES_PER_SIGNAL = 2048
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 
 
@@ -269,14 +274,14 @@ class DbusPublisher:
             await self._paced()
             # A flush costs more as the table grows (MountPoints of 15,000 mounts
             # in a storm): space them out so flushing stays a small share of CPU.
-            await asyncio.sleep(max(FLUSH_INTERVAL, FLUSH_SPACING * took))
+            await asyncio.sleep(min(FLUSH_MAX, max(FLUSH_INTERVAL, FLUSH_SPACING * took)))
 
     def _flush_once(self) -> None:
         engine = self.daemon.engine
-        if self._mount_changes:
-            changes, self._mount_changes = self._mount_changes, []
+        changes, self._mount_changes = self._mount_changes, []
+        for body in mounts_changed_bodies(changes, CHANGES_PER_SIGNAL):
             self._send_raw(self._message(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
-                                         [engine.mounts.generation, changes]))
+                                         body))
         if engine.mounts.generation != self._generation_sent:
             self._generation_sent = engine.mounts.generation
             self._properties_changed(ROOT_PATH, MANAGER_IFACE,

@@ -129,6 +129,13 @@ def change_fields(c: MountChange, fs_path: str) -> Fields:
     return out
 
 
+def mounts_changed_bodies(changes: list[Fields], limit: int) -> list[list[Any]]:
+    """MountsChanged (t generation, aa{sv} changes) bodies of at most `limit`
+    changes each, each with the generation its last change made."""
+    return [[chunk[-1]["generation"][1], chunk]
+            for chunk in (changes[i:i + limit] for i in range(0, len(changes), limit))]
+
+
 # name -> (signature, getter); the FileSystem object's properties (SPEC section 5).
 FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "Device": ("s", lambda fs: dev_str(fs.device)),

@@ -43,15 +43,15 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
     """Append one value of the single complete type `sig`. Alignment is
     relative to the start of `buf`, which must start 8-aligned in the message."""
     code = sig[0]
-    if code in "so":
+    if code in "so":  # alignment inlined here and below: these run for every value
         raw = value.encode()
-        _align(buf, 4)
+        buf += _ZEROS[-len(buf) % 4]
         buf += _U32.pack(len(raw))
         buf += raw
         buf.append(0)
     elif code in _FIXED:
         size, packer = _FIXED[code]
-        _align(buf, size)
+        buf += _ZEROS[-len(buf) % size]
         buf += packer.pack(value)
     elif code == "g":
         buf.append(len(value))

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 from fsmond.events import Event, MountEntry
 from fsmond.publishers import dbus_wire as wire
-from fsmond.publishers.dbus_convert import event_fields, fields, mount_fields, variants
+from fsmond.publishers.dbus_convert import (
+    event_fields,
+    fields,
+    mount_fields,
+    mounts_changed_bodies,
+    variants,
+)
 
 ROOT, MANAGER = "/org/fsmond/FsMon1", "org.fsmond.FsMon1.Manager"
 # Kernel text decoded with surrogateescape: any str, including lone surrogates.
@@ -83,3 +89,11 @@ def test_a_write_of_many_signals_reads_back_as_each_signal() -> None:
 def test_a_type_fsmond_never_sends_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="does not marshal"):
         wire.body("h", [3])
+
+
+def test_a_storm_s_mount_changes_are_split_with_their_own_generations() -> None:
+    changes = [{"generation": ("t", g), "change": ("s", "added")} for g in range(11, 16)]
+    bodies = mounts_changed_bodies(changes, 2)
+    assert [(gen, len(chunk)) for gen, chunk in bodies] == [(12, 2), (14, 2), (15, 1)]
+    assert [c for _, chunk in bodies for c in chunk] == changes
+    assert mounts_changed_bodies([], 2) == []
