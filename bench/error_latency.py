@@ -156,7 +156,8 @@ class Watcher:
 
 # ------------------------------------------------------------ the run
 
-def measure(loop: str, mnt: Path, address: str, errors: int) -> dict[str, list[float]]:
+def measure(loop: str, mnt: Path, address: str,
+            errors: int) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
     watchers = {
         "fsmond D-Bus Event": Watcher("--watch-dbus", address),
         "  seen by dbus-monitor": Watcher("--watch-monitor", address),
@@ -164,6 +165,7 @@ def measure(loop: str, mnt: Path, address: str, errors: int) -> dict[str, list[f
         "bare FAN_FS_ERROR (floor)": Watcher("--watch-floor", str(mnt)),
     }
     lat: dict[str, list[float]] = {name: [] for name in watchers}
+    rounds: list[dict[str, float]] = []  # each error's latency per watcher
     trigger = f"/sys/fs/ext4/{loop}/trigger_fs_error"
     try:
         time.sleep(0.5)
@@ -175,14 +177,26 @@ def measure(loop: str, mnt: Path, address: str, errors: int) -> dict[str, list[f
             t0 = time.monotonic()
             with open(trigger, "w") as f:
                 f.write(f"{tag} latency\n")
+            rounds.append({})
             for name, w in watchers.items():
                 t = w.wait(tag, i)
                 if t is not None:
                     lat[name].append(t - t0)
+                    rounds[-1][name] = t - t0
     finally:
         for w in watchers.values():
             w.proc.terminate()
-    return lat
+    return lat, rounds
+
+
+def print_tail(rounds: list[dict[str, float]], names: list[str], n: int = 5) -> None:
+    """fsmond's slowest errors beside the other watchers' times for the same
+    error: a tail that every watcher shares is the machine's, not fsmond's."""
+    ms = 1000
+    slow = sorted(rounds, key=lambda r: -r.get(names[0], 0.0))[:n]
+    print(f"fsmond's {n} slowest errors, ms ({' / '.join(n.strip() for n in names)}): "
+          + "; ".join(" / ".join(f"{r[name] * ms:.1f}" if name in r else "-" for name in names)
+                      for r in slow))
 
 
 def main() -> None:
@@ -225,7 +239,7 @@ def main() -> None:
         bus_proc, address = private_bus()
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
                               "--bus", address)
-        lat = measure(loop, mnt, address, args.errors)
+        lat, rounds = measure(loop, mnt, address, args.errors)
         ms = 1000
         print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
               + ", ".join(line.split()[0] for line in
@@ -234,6 +248,7 @@ def main() -> None:
         for name, values in lat.items():
             print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
                   f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
+        print_tail(rounds, list(lat))
         f, m, d, k = lat.values()
         print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
               f"p99 {percentile(f, 99) * ms:.2f} ms (at dbus-monitor "
