@@ -1,4 +1,5 @@
-"""Pure conversions from fsmond's values to D-Bus values (a{sv} dictionaries).
+"""Pure conversions from fsmond's values to D-Bus values: `Fields` for the
+signals fsmond marshals itself (dbus_wire), Variants for dbus-fast.
 
 D-Bus strings must be valid UTF-8, but mount points are bytes in the kernel:
 a name that is not UTF-8 (decoded with surrogateescape) is sent with the
@@ -45,7 +46,7 @@ def put_text(out: Fields, key: str, value: str) -> None:
 
 def fit(value: Any) -> tuple[str, Any]:
     """The best-fitting D-Bus type for a details value (recursively for maps and lists)."""
-    if isinstance(value, Variant):
+    if isinstance(value, Variant):  # a scalar type no Python type tells, as "o"
         return value.signature, value.value
     if isinstance(value, bool):
         return "b", value

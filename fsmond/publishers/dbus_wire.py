@@ -11,8 +11,9 @@ many signals leave in one write. Only the types fsmond sends are covered;
 tests check the bytes against dbus-fast's marshaller.
 
 Values: `Fields` (a dict of name -> (signature, value)), or what `entries`
-made of one, for a{sv}; a list of
-(signature, value) for av; str for s/o/g; bytes for ay; list of str for as.
+made of one, for a{sv}; a list of (signature, value) for av; str for s/o/g;
+bytes for ay; a list of str for as. Strings must be valid UTF-8 without NUL
+(the kernel escapes NUL in its text; dbus_convert.text mends the UTF-8).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ _FIXED = {"b": (4, struct.Struct("<I")), "u": (4, _U32), "x": (8, struct.Struct(
 _ALIGN = {"s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "{": 8, "(": 8,
           **{code: size for code, (size, _) in _FIXED.items()}}
 SIGNAL = 4  # message type
-
-
 _ZEROS = [bytes(n) for n in range(8)]
 
 

@@ -3,10 +3,10 @@
 How it works: a fanotify group marks the mount namespace for FAN_MNT_ATTACH
 and FAN_MNT_DETACH. Each wake-up reads every queued event and turns the
 batch into one MountDelta: attached ids are statmount'ed (in a thread, so a
-storm of thousands never blocks the loop; in a storm a batch first gathers
-for GATHER), detached ids are mapped back to
+storm of thousands never blocks the loop), detached ids are mapped back to
 their mountinfo id, and an attach and a detach of the same id in one batch
-cancel out. The cost of a change is O(1) in the size of the table. If the
+cancel out. In a storm a batch first gathers for GATHER, so the per-batch
+costs are shared by many mounts. The cost of a change is O(1) in the size of the table. If the
 queue overflowed (FAN_Q_OVERFLOW: more than 16,384 events unread), one full
 listmount + statmount resync follows as a MountSnapshot; the engine diffs
 it by mount id, so nothing is lost or duplicated.
