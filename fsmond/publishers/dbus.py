@@ -155,6 +155,11 @@ class DbusPublisher:
     # ----------------------------------------------------- from the daemon
 
     def publish(self, events: list[Event]) -> None:
+        # A new file system's object is exported first (InterfacesAdded), so
+        # that its first events (watch-added, mounted) come from it as well;
+        # a removed one goes after its last events, in on_updates.
+        for dev in self.daemon.engine.filesystems.keys() - self.objects.keys():
+            self._add_object(dev)
         if (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
                 and self._backlog() <= HIGH_WATER):
             # Nothing queued before them: send now, in one write, rather than

@@ -129,8 +129,15 @@ def test_object_manager_signals_come_from_the_root_path(served: Any, tmp_path: P
         assert added.path == ROOT
         assert FS in added.body[1]
         path = fs_path(late)
+        # The new object exists before its first events, so they come from it too.
+        own = rec.wait_for(lambda s: s.path == path and s.member == "Event"
+                           and s.body[1] == "mounted")
+        assert rec.signals.index(added) < rec.signals.index(own)
     removed = rec.wait_for(lambda s: s.member == "InterfacesRemoved" and s.body[0] == path)
     assert removed.path == ROOT and removed.body == [path, [FS]]
+    last = rec.wait_for(lambda s: s.path == path and s.member == "Event"
+                        and s.body[1] == "watch-removed")  # and its last events before it goes
+    assert rec.signals.index(last) < rec.signals.index(removed)
     mounts = rec.wait_for(lambda s: s.member == "MountsChanged" and any(
         c["change"].value == "added" and c["mount_point"].value == str(late)
         for c in s.body[1]))
@@ -276,3 +283,35 @@ def test_long_paths_are_clear_errors(served: Any) -> None:
                    check=False)
         assert r.returncode != 0 and ("4096" in r.stderr or "nothing is mounted" in r.stderr)
     assert p.proc.poll() is None
+
+
+def test_a_mount_point_that_is_not_utf8_goes_out_mended_with_its_bytes(served: Any,
+                                                                      tmp_path: Path) -> None:
+    """The kernel's names are bytes; D-Bus strings must be UTF-8, and a bus
+    drops a sender whose message is not valid. Every signal about such a
+    mount (the Events, MountsChanged, the new object's properties) carries
+    the name mended, plus the exact bytes, and fsmond stays on the bus."""
+    import subprocess
+
+    bus, _, _, rec = served
+    raw = os.fsencode(tmp_path / "w") + b"/odd-\xff\xfe"
+    os.mkdir(raw)
+    subprocess.run([b"mount", b"-t", b"tmpfs", b"-o", b"size=1m", b"odd", raw], check=True)
+    try:
+        mended = raw.decode("utf-8", "replace")
+        for path in (ROOT, None):  # the Manager's Event, then the object's own
+            ev = rec.wait_for(lambda s, path=path: s.member == "Event" and s.body[-2] == "mounted"
+                              and (s.path == ROOT) == (path == ROOT)
+                              and "mount_point_bytes" in s.body[-1])
+            assert ev.body[-1]["mount_point"].value == mended
+            assert bytes(ev.body[-1]["mount_point_bytes"].value) == raw
+        changed = rec.wait_for(lambda s: s.member == "MountsChanged" and any(
+            "mount_point_bytes" in c for c in s.body[1]))
+        entry = next(c for c in changed.body[1] if "mount_point_bytes" in c)
+        assert entry["mount_point"].value == mended and entry["change"].value == "added"
+        added = rec.wait_for(lambda s: s.member == "InterfacesAdded"
+                             and s.body[1][FS]["Source"].value == "odd")
+        assert added.body[1][FS]["MountPoints"].value == [mended]
+        assert call(bus, "GetStatus")[0]["version"]["data"]  # still connected
+    finally:
+        subprocess.run([b"umount", raw], check=False)
