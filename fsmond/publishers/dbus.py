@@ -150,7 +150,6 @@ class DbusPublisher:
         self._generation_sent = -1
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.signals = 0
 
     # ----------------------------------------------------- from the daemon
 
@@ -308,7 +307,6 @@ class DbusPublisher:
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
         assert self._bus is not None
-        self.signals += 1
         return wire.signal(self._bus.next_serial(), path, interface, member, sig,
                            wire.body(sig, body))
 
