@@ -32,6 +32,9 @@ def ensure_automount() -> None:
         return
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     subprocess.run(["apt-get", "install", "-y", "-qq", "autofs"], check=True, env=env)
+    # Debian starts the host's automount on install; the bench runs its own.
+    subprocess.run(["systemctl", "disable", "--now", "autofs"], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
