@@ -51,8 +51,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def say(tag: str) -> None:
-    print(tag, time.monotonic(), flush=True)
+def say(tag: str, at: float | None = None) -> None:
+    """One line for the main process: what was seen, when (CLOCK_MONOTONIC)."""
+    print(tag, time.monotonic() if at is None else at, flush=True)
 
 
 def tag_of(text: str) -> str | None:
@@ -101,7 +102,7 @@ def watch_monitor(address: str) -> None:
         if line.startswith("signal time="):
             received = float(line.split()[1].split("=")[1])
         elif (tag := tag_of(line)) and received:
-            print(tag, received - (time.time() - time.monotonic()), flush=True)
+            say(tag, received - (time.time() - time.monotonic()))
             received = 0.0
 
 

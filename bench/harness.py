@@ -18,8 +18,13 @@ TICK = os.sysconf("SC_CLK_TCK")
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def cpu_seconds(pid: int, proc: Path | None = None) -> float:
-    fields = ((proc or Path(f"/proc/{pid}")) / "stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int) -> float:
+    """Of the whole process, all its threads."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
@@ -29,7 +34,8 @@ def thread_cpu_seconds(pid: int) -> tuple[float, float]:
     main = other = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            seconds = cpu_seconds(int(task.name), task)
+            # task/<tid>/stat: /proc/<pid>/stat would count every thread
+            seconds = _stat_cpu(task / "stat")
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
         if int(task.name) == pid:

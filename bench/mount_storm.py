@@ -182,7 +182,7 @@ def main() -> None:
     print(f"{'cpu s':8} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
     print(f"{'cpu s':8} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
-          f"worker threads (statmount) {threads[1]:.2f}")
+          f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}")
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "

@@ -33,8 +33,7 @@ class ConsolePublisher:
         self._stream = stream or sys.stdout
 
     def publish(self, events: list[Event]) -> None:
-        for e in events:
-            self.outbox.put(e)
+        self.outbox.put_all(events)
 
     async def run(self, started: Callable[[], None]) -> None:
         started()

@@ -165,8 +165,7 @@ class DbusPublisher:
             # a loop turn later.
             self._send(events)
             return
-        for e in events:
-            self.outbox.put(e)
+        self.outbox.put_all(events)
 
     def on_updates(self, u: Updates) -> None:
         for dev in u.fs_removed:

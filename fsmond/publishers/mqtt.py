@@ -73,8 +73,7 @@ class MqttPublisher:
     # ----------------------------------------------------- from the daemon
 
     def publish(self, events: list[Event]) -> None:
-        for e in events:
-            self.outbox.put(e)
+        self.outbox.put_all(events)
 
     def on_updates(self, u: Updates) -> None:
         self._dirty |= u.fs_added | u.fs_changed

@@ -39,6 +39,10 @@ class Outbox(Generic[T]):
         self._items.append(item)
         self._ready.set()
 
+    def put_all(self, items: list[T]) -> None:
+        for item in items:
+            self.put(item)
+
     async def get_batch(self, limit: int = 1000) -> list[T]:
         """Wait for at least one item, then take up to `limit` in order."""
         while not self._items:
