@@ -17,13 +17,12 @@ import argparse
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.harness import cpu_seconds, private_bus, private_namespace, start_fsmond
+from bench.harness import cpu_seconds, private_bus, private_namespace, start_fsmond, work_dir
 from bench.mount_storm import generation
 
 
@@ -44,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     ensure_automount()
     private_namespace()
-    work = Path(tempfile.mkdtemp(prefix="fsmond-autofs-"))
+    work = work_dir("fsmond-autofs-")
     (work / "auto.direct").write_text("".join(
         f"{work}/d/k{i} -fstype=tmpfs,size=1m :tmpfs\n" for i in range(args.entries)))
     (work / "auto.master").write_text(f"/- {work}/auto.direct\n")

@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from bench.harness import private_bus, private_namespace, start_fsmond
+from bench.harness import private_bus, private_namespace, start_fsmond, work_dir
 from fsmond.sources import fserror
 
 PRINTK = Path("/proc/sys/kernel/printk")
@@ -218,7 +217,7 @@ def main() -> None:
     if args.watch_monitor:
         return watch_monitor(args.watch_monitor)
     private_namespace()
-    work = Path(tempfile.mkdtemp(prefix="fsmond-lat-"))
+    work = work_dir("fsmond-lat-")
     img = work / "img"
     with open(img, "wb") as f:
         f.truncate(64 << 20)

@@ -3,8 +3,10 @@ mount-point directories, a private D-Bus, the real fsmond, and CPU accounting.""
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,9 +53,28 @@ def private_namespace() -> None:
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
 
 
+def work_dir(prefix: str) -> Path:
+    """A directory in /tmp, removed at exit with whatever is mounted below it
+    (the namespace is the benchmark's own, so are those mounts)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(_remove, work)
+    return work
+
+
+def _remove(work: Path) -> None:
+    with open("/proc/self/mountinfo") as f:  # mkdtemp's names need no unescaping
+        points = {line.split()[4] for line in f}
+    # Outermost first: detaching one detaches all below it (an autofs map's
+    # mount points are never walked into, so nothing is triggered).
+    for point in sorted((p for p in points if p == str(work) or p.startswith(f"{work}/")),
+                        key=len):
+        libc.umount2(point.encode(), MNT_DETACH)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def storm_dir(prefix: str, mounts: int) -> Path:
     """A tmpfs holding `src` and the directories m0..m<mounts-1> to bind onto."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work = work_dir(prefix)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "bench", str(work)], check=True)
     (work / "src").mkdir()
     for i in range(mounts):

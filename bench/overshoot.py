@@ -17,14 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.harness import private_namespace
+from bench.harness import private_namespace, work_dir
 
 SIZE = 2 << 30
 LEVELS = {"lower": 50.0, "upper": 20.0}
@@ -75,7 +74,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=100.0, help="MB/s")
     args = ap.parse_args()
     private_namespace()
-    work = Path(tempfile.mkdtemp(prefix="fsmond-fill-"))
+    work = work_dir("fsmond-fill-")
     results = {"adaptive (100ms..5s)": run(work, args.rate, "100ms"),
                "fixed 5s": run(work, args.rate, "5s")}
     print(f"{'sampling':22} {'lower: past by % of size':>26} {'upper: past by %':>18}")
