@@ -2,9 +2,10 @@
 
 How it works: /proc/<pid>/mountinfo always polls readable; a change to the
 mount namespace (mount, unmount, remount, move) adds EPOLLPRI|EPOLLERR. An
-epoll fd watching it for EPOLLPRI is handed to the event loop. A wake-up
-does not read at once: reads are coalesced, at most one per `gap`, where the
-gap grows with the measured cost of a read, so a storm of N changes costs a
+epoll fd watching it for EPOLLPRI is handed to the event loop. Reads are
+paced (ReadPacer): a change after a quiet spell is read at once, but reads
+follow each other at most once per `gap`, which grows with what a read
+costs (reading, parsing, the engine's diff), so a storm of N changes costs a
 bounded share of one CPU instead of N full reads. Each read is parsed by a
 cached parser (only new lines are parsed) in a worker thread and handed on
 as a MountSnapshot; the engine diffs it by mount id.
@@ -31,14 +32,33 @@ from fsmond.sources.mountinfo import MountinfoParser, mountinfo_path
 
 log = logging.getLogger(__name__)
 
-MIN_GAP = 0.02  # seconds between coalesced re-reads, at the least
-COST_FACTOR = 3.0  # a re-read may take at most 1/COST_FACTOR of the time in a storm
+MIN_GAP = 0.02  # seconds between the starts of two reads, at the least
+MAX_GAP = 1.0  # and at the most: news is never held back longer
+COST_FACTOR = 10.0  # in a storm, reads take at most 1/COST_FACTOR of the time
 
 
 class MountSource(Protocol):
     name: str
 
     async def run(self, started: Callable[[], None]) -> None: ...
+
+
+class ReadPacer:
+    """When to re-read a table whose every read costs O(table): at once after
+    a quiet spell, else `gap` after the start of the last read."""
+
+    def __init__(self) -> None:
+        self.gap = MIN_GAP
+        self._last = float("-inf")
+
+    def delay(self, now: float) -> float:
+        """How long a read wanted at `now` should wait for more changes."""
+        return max(0.0, self._last + self.gap - now)
+
+    def read(self, start: float, cost: float) -> None:
+        """A read started at `start` and took `cost` seconds, handling included."""
+        self._last = start
+        self.gap = min(MAX_GAP, max(MIN_GAP, COST_FACTOR * cost))
 
 
 def read_all(fd: int) -> bytes:
@@ -58,15 +78,15 @@ class MountinfoSource:
         self._emit = emit
         self.path = path
         self._parser = MountinfoParser()
+        self.pacer = ReadPacer()
         self.reads = 0
-        self.wakeups = 0
-        self._gap = MIN_GAP
 
-    def _read(self, fd: int) -> MountSnapshot:
-        t0 = time.perf_counter()
-        snap = MountSnapshot(self._parser.parse(read_all(fd)))
-        self._gap = max(MIN_GAP, COST_FACTOR * (time.perf_counter() - t0))
-        return snap
+    async def _read_and_emit(self, fd: int) -> None:
+        start = time.monotonic()
+        self._emit(MountSnapshot(await asyncio.to_thread(
+            lambda: self._parser.parse(read_all(fd)))))
+        self.pacer.read(start, time.monotonic() - start)
+        self.reads += 1
 
     async def run(self, started: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -84,19 +104,17 @@ class MountinfoSource:
                 # The loop's own epoll asking ours already consumed the POLLPRI
                 # state, so being called is the news; poll(0) only drains.
                 ep.poll(0)
-                self.wakeups += 1
                 changed.set()
 
             loop.add_reader(ep.fileno(), on_ready)
-            self._emit(await asyncio.to_thread(self._read, fd))
-            self.reads += 1
+            await self._read_and_emit(fd)
             started()
             while True:
                 await changed.wait()
-                await asyncio.sleep(self._gap)  # let the storm add to this read
+                if (delay := self.pacer.delay(time.monotonic())) > 0:
+                    await asyncio.sleep(delay)  # in a storm: let it add to this read
                 changed.clear()
-                self._emit(await asyncio.to_thread(self._read, fd))
-                self.reads += 1
+                await self._read_and_emit(fd)
         finally:
             loop.remove_reader(ep.fileno())
             ep.close()
