@@ -259,12 +259,13 @@ class DbusPublisher:
 
     def _event_messages(self, e: Event) -> list[bytes]:
         """The Manager's Event and the file system object's, one a{sv} for both."""
-        details = wire.entries(event_fields(e))
-        out = [self._message(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}",
-                             [e.fs, e.cls, e.name, details])]
+        assert self._bus is not None
+        manager, obj = wire.event_bodies(e.fs, e.cls, e.name, wire.entries(event_fields(e)))
+        out = [wire.signal(self._bus.next_serial(), ROOT_PATH, MANAGER_IFACE, "Event",
+                           "ossa{sv}", manager)]
         if e.fs in self._by_path:
-            out.append(self._message(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}",
-                                     [e.cls, e.name, details]))
+            out.append(wire.signal(self._bus.next_serial(), e.fs, FILESYSTEM_IFACE, "Event",
+                                   "ssa{sv}", obj))
         return out
 
     async def _flush_state(self) -> None:

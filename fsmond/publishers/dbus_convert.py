@@ -46,6 +46,8 @@ def put_text(out: Fields, key: str, value: str) -> None:
 
 def fit(value: Any) -> tuple[str, Any]:
     """The best-fitting D-Bus type for a details value (recursively for maps and lists)."""
+    if isinstance(value, str):  # first: most details are text
+        return "s", text(value)[0]
     if isinstance(value, Variant):  # a scalar type no Python type tells, as "o"
         return value.signature, value.value
     if isinstance(value, bool):
@@ -54,8 +56,6 @@ def fit(value: Any) -> tuple[str, Any]:
         return "x", max(INT64_MIN, min(INT64_MAX, value))
     if isinstance(value, float):
         return "d", value
-    if isinstance(value, str):
-        return "s", text(value)[0]
     if isinstance(value, Mapping):
         return "a{sv}", fields(value)
     if isinstance(value, list | tuple):

@@ -90,18 +90,38 @@ def entries(fields: Fields) -> bytearray:
     """An a{sv}'s entries, marshalled to go at an 8-aligned offset: so one
     event's dictionary serves the Manager's and the object's signal."""
     buf = bytearray()
+    heads, pack = _HEADS, _U32.pack
     for key, (sig, value) in fields.items():
         buf += _ZEROS[-len(buf) % 8]
-        head = _HEADS.get((key, sig))
-        buf += head if head is not None else _entry_head(key, sig)
+        buf += heads.get((key, sig)) or _entry_head(key, sig)
         if sig == "s":  # most values: inlined, as this runs for every event
             raw = value.encode()
-            buf += _U32.pack(len(raw))
-            buf += raw
-            buf.append(0)
+            buf += pack(len(raw)) + raw + b"\0"
         else:
             put(buf, sig, value)
     return buf
+
+
+def event_bodies(fs: str, cls: str, name: str, details: bytes | bytearray
+                 ) -> tuple[bytearray, bytearray]:
+    """The bodies of the Manager's Event (ossa{sv}) and the object's (ssa{sv}),
+    `details` from `entries`: after the path, the rest differs only in padding."""
+    tail = _string(cls)
+    tail += _ZEROS[-len(tail) % 4]
+    tail += _string(name)
+    obj = bytearray(tail)
+    put_entries(obj, details)
+    manager = _string(fs)
+    manager += _ZEROS[-len(manager) % 4]
+    manager += tail
+    put_entries(manager, details)
+    return manager, obj
+
+
+def _string(value: str) -> bytearray:
+    """An s or o at a 4-aligned offset."""
+    raw = value.encode()
+    return bytearray(_U32.pack(len(raw)) + raw + b"\0")
 
 
 def put_entries(buf: bytearray, marshalled: bytes | bytearray) -> None:

@@ -46,10 +46,12 @@ def reference(serial: int, path: str, iface: str, member: str, sig: str, body: l
                source="\ud800", details={"\udcfe": ["\ud800"]}))  # surrogates no byte makes
 def test_an_event_signal_is_what_dbus_fast_would_send(e: Event) -> None:
     f = event_fields(e)
-    shared = wire.entries(f)
-    for sig, prefix in (("ossa{sv}", [e.fs, e.cls, e.name]), ("ssa{sv}", [e.cls, e.name])):
-        ours = wire.signal(9, ROOT, MANAGER, "Event", sig, wire.body(sig, [*prefix, shared]))
+    bodies = wire.event_bodies(e.fs, e.cls, e.name, wire.entries(f))
+    for sig, prefix, body in (("ossa{sv}", [e.fs, e.cls, e.name], bodies[0]),
+                              ("ssa{sv}", [e.cls, e.name], bodies[1])):
+        ours = wire.signal(9, ROOT, MANAGER, "Event", sig, body)
         assert ours == reference(9, ROOT, MANAGER, "Event", sig, [*prefix, variants(f)])
+        assert body == wire.body(sig, [*prefix, f])
 
 
 @given(st.lists(st.builds(MountEntry, mount_id=st.integers(0, 1 << 31), parent_id=st.integers(
