@@ -82,6 +82,16 @@ def storm_dir(prefix: str, mounts: int) -> Path:
     return work
 
 
+def one(target: Path, mount: bool) -> float:
+    """Bind the `src` beside `target` onto it (or unmount it); the call's time."""
+    t0 = time.monotonic()
+    rc = libc.mount(str(target.parent / "src").encode(), str(target).encode(), None, MS_BIND,
+                    None) if mount else libc.umount2(str(target).encode(), MNT_DETACH)
+    if rc != 0:
+        sys.exit(f"mount/umount {target}: {os.strerror(ctypes.get_errno())}")
+    return time.monotonic() - t0
+
+
 def storm(base: Path, n: int, mount: bool) -> float:
     """Bind src onto m0..m<n-1> (or unmount them) as fast as the kernel goes."""
     t0 = time.monotonic()

@@ -4,14 +4,18 @@ Runs in a private mount namespace of its own (nothing leaks to the host).
 Both watchers run during the same storm; for each: CPU seconds (utime+stime
 from /proc/<pid>/stat) and catch-up lag (from the storm's end to the last
 line it printed about the storm). Prints a table and a summary line.
+With --lone, the unmount storm is replaced by one mount and one unmount at
+the full table, timed from the call: the latency of an everyday change.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
+        [--lone]
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -22,12 +26,15 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.harness import (
     cpu_seconds,
+    one,
     private_bus,
     private_namespace,
     storm,
     storm_dir,
     thread_cpu_seconds,
 )
+
+LONE_PAIRS = 3  # findmnt may come out of a storm behind: its first lone change shows it
 
 
 class Watcher:
@@ -85,6 +92,18 @@ def generation(address: str) -> int:
     return int(out.split()[1])
 
 
+def settle(watchers: list[Watcher], limit: float = 300) -> None:
+    """Wait until no watcher has used CPU for a second: the storm is digested."""
+    end = time.monotonic() + limit
+    before = [cpu_seconds(w.proc.pid) for w in watchers]
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        now = [cpu_seconds(w.proc.pid) for w in watchers]
+        if now == before:
+            return
+        before = now
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mounts", type=int, default=15000)
@@ -94,6 +113,10 @@ def main() -> None:
     ap.add_argument("--sample", metavar="FILE",
                     help="sample fsmond with py-spy: collapsed stacks of the thread "
                     "holding the GIL to FILE, without cProfile's overhead per call")
+    ap.add_argument("--lone", action="store_true",
+                    help="after the mount storm, once every watcher is idle, time one mount "
+                    "and its unmount at the full table (the everyday change) instead of "
+                    "the unmount storm; no CPU ratio")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
     ap.add_argument("--unwatched", action="store_true",
@@ -144,17 +167,24 @@ def main() -> None:
     watchers = [fsmond, findmnt]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
     rows = []
-    for phase, mount in (("mount", True), ("umount", False)):
+    lone = work / "m-lone"
+    lone.mkdir()
+    phases = [("mount", True, args.mounts), ("umount", False, args.mounts)]
+    if args.lone:  # lag is then from the call, not from the end of a storm
+        phases[1:] = [("lone mount", True, 1), ("lone umount", False, 1)] * LONE_PAIRS
+    for phase, mount, count in phases:
+        if phase.startswith("lone"):
+            settle(watchers)
         for w in watchers:
             w.last = 0.0
         gen0 = generation(address) if args.unwatched else 0
         if monitor is not None:
             monitor.last, monitor.lines = 0.0, 0
         start = time.monotonic()
-        took = storm(work, args.mounts, mount)
-        end = start + took
+        took = storm(work, args.mounts, mount) if count > 1 else one(lone, mount)
+        end = start + took if count > 1 else start
         if args.unwatched:  # caught up when Generation has counted every change
-            while (gen := generation(address)) < gen0 + args.mounts:
+            while (gen := generation(address)) < gen0 + count:
                 time.sleep(0.01)
             fsmond.last, fsmond.lines = time.monotonic(), gen - gen0
         elif monitor is not None:
@@ -165,7 +195,7 @@ def main() -> None:
         for w in watchers:
             rows.append((phase, w.name, w.lines, max(0.0, w.last - end)))
             w.lines = 0
-        print(f"{phase}: {args.mounts} in {took:.2f}s", file=sys.stderr)
+        print(f"{phase}: {count} in {took:.2f}s", file=sys.stderr)
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
     threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
     if sampler is not None:
@@ -176,13 +206,21 @@ def main() -> None:
     if bus is not None:
         bus.terminate()
     subprocess.run(["umount", "-l", str(work)], check=False)
-    print(f"{'phase':8} {'watcher':22} {'lines':>7} {'lag s':>8}")
+    print(f"{'phase':12} {'watcher':22} {'lines':>7} {'lag s':>8}")
     for phase, name, lines, lag in rows:
-        print(f"{phase:8} {name:22} {lines:7d} {lag:8.2f}")
-    print(f"{'cpu s':8} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
-    print(f"{'cpu s':8} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
+        print(f"{phase:12} {name:22} {lines:7d} {lag:8.3f}")
+    print(f"{'cpu s':12} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
+    print(f"{'cpu s':12} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}")
+    if args.lone:
+        lone = {name: [lag for phase, n, _, lag in rows if n == name and phase != "mount"]
+                for name in cpu}
+        print(f"summary: at {args.mounts} mounts, backend {args.backend}: a lone change seen "
+              + ", ".join(f"by {name} after {statistics.median(lags) * 1000:.0f} ms (median of "
+                          f"{len(lags)}, max {max(lags) * 1000:.0f})"
+                          for name, lags in lone.items()))
+        return
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "
