@@ -160,6 +160,16 @@ def statmount(mnt_id: int, mnt_ns_id: int = 0, mask: int = ALL) -> StatMount | N
         raise KernelFeatureError(err, f"statmount: {os.strerror(err)}")
 
 
+def read_all(fd: int) -> bytes:
+    """A /proc file from offset 0 (a seq_file: read until EOF)."""
+    chunks = []
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
 def mnt_ns_id_of(ns_path: str) -> int:
     """The 64-bit id of a mount namespace file (0 means our own for the syscalls)."""
     fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)

@@ -61,16 +61,6 @@ class ReadPacer:
         self.gap = min(MAX_GAP, max(MIN_GAP, COST_FACTOR * cost))
 
 
-def read_all(fd: int) -> bytes:
-    """The whole file from offset 0 (a seq_file: read until EOF)."""
-    chunks = []
-    offset = 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
-
-
 class MountinfoSource:
     name = "mountinfo"
 
@@ -84,7 +74,7 @@ class MountinfoSource:
     async def _read_and_emit(self, fd: int) -> None:
         start = time.monotonic()
         self._emit(MountSnapshot(await asyncio.to_thread(
-            lambda: self._parser.parse(read_all(fd)))))
+            lambda: self._parser.parse(mountapi.read_all(fd)))))
         self.pacer.read(start, time.monotonic() - start)
         self.reads += 1
 

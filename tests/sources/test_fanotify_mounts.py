@@ -92,6 +92,25 @@ def test_attach_remount_detach(tmp_path: Path) -> None:
             run("umount", str(t))
 
 
+def test_a_remount_is_found_by_statmount_of_its_mount_alone(tmp_path: Path) -> None:
+    n = 300
+    with tmpfs(tmp_path / "s") as base:
+        (base / "src").mkdir()
+        for i in range(n):
+            (base / f"m{i}").mkdir()
+            assert libc.mount(str(base / "src").encode(), str(base / f"m{i}").encode(),
+                              None, 0x1000, None) == 0
+        with tmpfs(base / "t", "size=1m") as t:
+            table = MountTable()
+            src = asyncio.run(follow(
+                table, lambda: run("mount", "-o", "remount,size=2m", str(t)),
+                lambda _: any(e.mount_point == str(t) and "size=2048k" in e.super_options
+                              for e in table.mounts.values())))
+            assert src.sweeps >= 1
+            # The remounted mount, not the whole table (over 300 mounts)
+            assert 1 <= src.swept <= 3
+
+
 def test_a_storm_past_the_queue_resyncs_to_the_exact_table(tmp_path: Path) -> None:
     n = 20_000  # more than the 16,384 events a fanotify queue holds
     with tmpfs(tmp_path / "s", "size=16m") as base:
