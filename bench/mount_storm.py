@@ -172,9 +172,11 @@ def main() -> None:
     phases = [("mount", True, args.mounts), ("umount", False, args.mounts)]
     if args.lone:  # lag is then from the call, not from the end of a storm
         phases[1:] = [("lone mount", True, 1), ("lone umount", False, 1)] * LONE_PAIRS
+    lone_cpu0: dict[str, float] = {}
     for phase, mount, count in phases:
         if phase.startswith("lone"):
             settle(watchers)
+            lone_cpu0 = lone_cpu0 or {w.name: cpu_seconds(w.proc.pid) for w in watchers}
         for w in watchers:
             w.last = 0.0
         gen0 = generation(address) if args.unwatched else 0
@@ -216,9 +218,12 @@ def main() -> None:
     if args.lone:
         lone = {name: [lag for phase, n, _, lag in rows if n == name and phase != "mount"]
                 for name in cpu}
+        per_change = {name: (cpu[name] + cpu0[name] - lone_cpu0[name]) / len(lone[name])
+                      for name in cpu}
         print(f"summary: at {args.mounts} mounts, backend {args.backend}: a lone change seen "
               + ", ".join(f"by {name} after {statistics.median(lags) * 1000:.0f} ms (median of "
-                          f"{len(lags)}, max {max(lags) * 1000:.0f})"
+                          f"{len(lags)}, max {max(lags) * 1000:.0f}; "
+                          f"{per_change[name]:.3f} CPU s a change)"
                           for name, lags in lone.items()))
         return
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)

@@ -119,6 +119,7 @@ class FanotifyMountSource:
             loop.remove_reader(ep.fileno())
             ep.close()
             os.close(mi)
+            self._mi = -1
             os.close(fd)
 
     def _on_pollpri(self, ep: select.epoll) -> None:
