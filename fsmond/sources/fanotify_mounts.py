@@ -13,10 +13,10 @@ it by mount id, so nothing is lost or duplicated.
 
 fanotify says nothing of remounts. /proc/<pid>/mountinfo raises POLLPRI on
 every change of the namespace, remounts included, so a wake-up triggers a
-sweep: mountinfo is read again and parsed incrementally, and only the
-mounts whose line changed since the last sweep are statmount'ed and
-compared (at 15,000 mounts that is about 40 ms of reading instead of 0.3 s
-of statmount per change). During an attach/detach storm the sweep waits
+sweep: mountinfo is read again and compared with the last sweep's read
+line by line, and only the mounts whose line changed are statmount'ed and
+compared with what is known (at 15,000 mounts, about 40 ms of reading
+instead of 0.3 s of statmount per change). During an attach/detach storm the sweep waits
 until the storm is over (one sweep per storm).
 """
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from fsmond.events import MountDelta, MountEntry, MountSnapshot, Observation
 from fsmond.sources import mountapi
-from fsmond.sources.mountinfo import MountinfoParser, mountinfo_path
+from fsmond.sources.mountinfo import mountinfo_path
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class FanotifyMountSource:
         self._ns_id = 0 if own else mountapi.mnt_ns_id_of(ns_path)
         self._mountinfo = mountinfo_path("" if own else ns_path)
         self._known: dict[int, MountEntry] = {}  # unique id -> entry
-        self._lines = MountinfoParser()  # mountinfo as the last sweep saw it
+        self._lines: set[bytes] = set()  # mountinfo as the last sweep saw it
         self._mi = -1
         self.overflows = 0
         self.sweeps = 0
@@ -179,18 +179,20 @@ class FanotifyMountSource:
             self._watch_pollpri()  # before the sweep: a change during it wakes us again
             await self._sweep()
 
-    def _read_lines(self) -> list[MountEntry]:
-        """mountinfo's entries whose line is new since the last read."""
-        self._lines.parse(mountapi.read_all(self._mi))
-        return self._lines.new
+    def _read_lines(self) -> list[int]:
+        """The mountinfo ids of lines that are new since the last read. Only the
+        lines are kept (about 3 MB at 15,000 mounts; parsed entries took 12)."""
+        lines = set(mountapi.read_all(self._mi).split(b"\n"))
+        new, self._lines = lines - self._lines, lines
+        return [int(head) for line in new if (head := line.split(b" ", 1)[0]).isdigit()]
 
     async def _sweep(self) -> None:
         self.sweeps += 1
-        lines = await asyncio.to_thread(self._read_lines)
+        ids = await asyncio.to_thread(self._read_lines)
         # Known ones only, as known after the read: a mount whose attach is not
         # read yet will be statmount'ed then, remount or not.
         by_id = {e.mount_id: uid for uid, e in self._known.items()}
-        suspects = [uid for e in lines if (uid := by_id.get(e.mount_id)) is not None]
+        suspects = [uid for i in ids if (uid := by_id.get(i)) is not None]
         self.swept += len(suspects)
         known = {uid: self._known[uid] for uid in suspects}
         now = await asyncio.to_thread(self._stat_all, suspects)

@@ -63,20 +63,17 @@ class MountinfoParser:
 
     def __init__(self) -> None:
         self._cache: dict[bytes, MountEntry] = {}
-        self.new: list[MountEntry] = []  # of the last parse: lines the one before lacked
 
     def parse(self, text: bytes | str) -> tuple[MountEntry, ...]:
         data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
         cache = self._cache
         fresh: dict[bytes, MountEntry] = {}
-        self.new = []
         for line in data.split(b"\n"):
             if not line:
                 continue
             entry = cache.get(line)
             if entry is None:
                 entry = parse_line(line)
-                self.new.append(entry)
             fresh[line] = entry
         self._cache = fresh
         return tuple(fresh.values())
