@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from fsmond.engine.mounts import MountTable
-from fsmond.events import MountDelta, MountSnapshot, Observation
 from fsmond.sources import mountapi
 from fsmond.sources.fanotify_mounts import FanotifyMountSource
 from tests.running import run, tmpfs
+from tests.sources.follow import follow as follow_source
 
 pytestmark = [pytest.mark.root]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -23,35 +23,7 @@ libc = ctypes.CDLL(None, use_errno=True)
 async def follow(table: MountTable, action: Callable[[], None],
                  until: Callable[[FanotifyMountSource], bool],
                  block: bool = False) -> FanotifyMountSource:
-    """Run the source into a MountTable, do `action` (in a thread, or blocking the
-    loop so that the source cannot read meanwhile), then wait for `until`."""
-    changed = asyncio.Event()
-
-    def emit(o: Observation) -> None:
-        if isinstance(o, MountSnapshot):
-            table.apply_snapshot(o)
-        elif isinstance(o, MountDelta):
-            table.apply_delta(o)
-        changed.set()
-
-    src = FanotifyMountSource(emit)
-    started = asyncio.Event()
-    task = asyncio.create_task(src.run(started.set))
-    await asyncio.wait_for(started.wait(), 10)
-    if block:
-        action()
-    else:
-        await asyncio.to_thread(action)
-    try:
-        async with asyncio.timeout(60):
-            while not until(src):
-                changed.clear()
-                await changed.wait()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    return src
+    return await follow_source(table, action, until, FanotifyMountSource, block)
 
 
 def kernel_table() -> dict[int, object]:
