@@ -13,12 +13,14 @@ Each watcher is a process of its own that prints "<tag> <CLOCK_MONOTONIC>"
 lines, so no watcher waits for another's GIL or for the writer (ext4 handles
 the error, console output included, before the write returns).
 
-    sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N]
+    sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N] [--sched]
 
 --console-loglevel sets /proc/sys/kernel/printk's first field for the run
 (restored after): ext4 prints its error at KERN_CRIT, and a console that
 shows that level (a serial console at the default 4) is written to before
-anyone is told.
+anyone is told. --sched records scheduler wake-ups in a tracefs instance of
+its own and splits each error's way: the kernel waking fsmond, fsmond's
+handling until its write wakes dbus-daemon, dbus-daemon waking dbus-monitor.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from bench.harness import private_bus, private_namespace, start_fsmond, work_dir
+from bench.sched_trace import SchedTrace, hops, report
 from fsmond.sources import fserror
 
 PRINTK = Path("/proc/sys/kernel/printk")
@@ -203,6 +206,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--errors", type=int, default=200)
     ap.add_argument("--console-loglevel", type=int, help="console log level for the run")
+    ap.add_argument("--sched", action="store_true",
+                    help="also trace scheduler wake-ups (tracefs) and print where each "
+                    "error's time went: kernel, fsmond, dbus-daemon")
     ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
     ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
@@ -239,7 +245,8 @@ def main() -> None:
         bus_proc, address = private_bus()
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
                               "--bus", address)
-        lat, rounds = measure(loop, mnt, address, args.errors)
+        with SchedTrace(work) if args.sched else contextlib.nullcontext() as trace:
+            lat, rounds = measure(loop, mnt, address, args.errors)
         ms = 1000
         print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
               + ", ".join(line.split()[0] for line in
@@ -249,6 +256,8 @@ def main() -> None:
             print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
                   f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
         print_tail(rounds, list(lat))
+        if trace is not None:
+            report(hops(trace.text, fsmond.pid, bus_proc.pid))
         f, m, d, k = lat.values()
         print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
               f"p99 {percentile(f, 99) * ms:.2f} ms (at dbus-monitor "
