@@ -216,15 +216,18 @@ def main() -> None:
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}")
     if args.lone:
-        lone = {name: [lag for phase, n, _, lag in rows if n == name and phase != "mount"]
+        changes = len(phases) - 1
+        seen = {name: [lag for phase, n, lines, lag in rows
+                       if n == name and phase != "mount" and lines]  # unseen: no lag
                 for name in cpu}
-        per_change = {name: (cpu[name] + cpu0[name] - lone_cpu0[name]) / len(lone[name])
+        per_change = {name: (cpu[name] + cpu0[name] - lone_cpu0[name]) / changes
                       for name in cpu}
         print(f"summary: at {args.mounts} mounts, backend {args.backend}: a lone change seen "
               + ", ".join(f"by {name} after {statistics.median(lags) * 1000:.0f} ms (median of "
-                          f"{len(lags)}, max {max(lags) * 1000:.0f}; "
-                          f"{per_change[name]:.3f} CPU s a change)"
-                          for name, lags in lone.items()))
+                          f"{len(lags)} seen of {changes}, max {max(lags) * 1000:.0f}; "
+                          f"{per_change[name]:.3f} CPU s a change)" if lags else
+                          f"by {name} never ({changes} changes)"
+                          for name, lags in seen.items()))
         return
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
