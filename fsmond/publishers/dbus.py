@@ -259,13 +259,10 @@ class DbusPublisher:
 
     def _event_messages(self, e: Event) -> list[bytes]:
         """The Manager's Event and the file system object's, one a{sv} for both."""
-        assert self._bus is not None
         manager, obj = wire.event_bodies(e.fs, e.cls, e.name, wire.entries(event_fields(e)))
-        out = [wire.signal(self._bus.next_serial(), ROOT_PATH, MANAGER_IFACE, "Event",
-                           "ossa{sv}", manager)]
+        out = [self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", manager)]
         if e.fs in self._by_path:
-            out.append(wire.signal(self._bus.next_serial(), e.fs, FILESYSTEM_IFACE, "Event",
-                                   "ssa{sv}", obj))
+            out.append(self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj))
         return out
 
     async def _flush_state(self) -> None:
@@ -306,9 +303,13 @@ class DbusPublisher:
 
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
+        return self._signal(path, interface, member, sig, wire.body(sig, body))
+
+    def _signal(self, path: str, interface: str, member: str, sig: str,
+                body: bytes | bytearray) -> bytes:
+        """A signal with its body marshalled already, with the bus's next serial."""
         assert self._bus is not None
-        return wire.signal(self._bus.next_serial(), path, interface, member, sig,
-                           wire.body(sig, body))
+        return wire.signal(self._bus.next_serial(), path, interface, member, sig, body)
 
     def _send_raw(self, data: bytes) -> None:
         if self._bus is not None and self._bus.connected and data:

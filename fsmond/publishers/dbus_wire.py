@@ -43,11 +43,8 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
     relative to the start of `buf`, which must start 8-aligned in the message."""
     code = sig[0]
     if code in "so":  # alignment inlined here and below: these run for every value
-        raw = value.encode()
         buf += _ZEROS[-len(buf) % 4]
-        buf += _U32.pack(len(raw))
-        buf += raw
-        buf.append(0)
+        buf += _string(value)
     elif code in _FIXED:
         size, packer = _FIXED[code]
         buf += _ZEROS[-len(buf) % size]
@@ -106,22 +103,22 @@ def event_bodies(fs: str, cls: str, name: str, details: bytes | bytearray
                  ) -> tuple[bytearray, bytearray]:
     """The bodies of the Manager's Event (ossa{sv}) and the object's (ssa{sv}),
     `details` from `entries`: after the path, the rest differs only in padding."""
-    tail = _string(cls)
+    tail = bytearray(_string(cls))
     tail += _ZEROS[-len(tail) % 4]
     tail += _string(name)
     obj = bytearray(tail)
     put_entries(obj, details)
-    manager = _string(fs)
+    manager = bytearray(_string(fs))
     manager += _ZEROS[-len(manager) % 4]
     manager += tail
     put_entries(manager, details)
     return manager, obj
 
 
-def _string(value: str) -> bytearray:
+def _string(value: str) -> bytes:
     """An s or o at a 4-aligned offset."""
     raw = value.encode()
-    return bytearray(_U32.pack(len(raw)) + raw + b"\0")
+    return _U32.pack(len(raw)) + raw + b"\0"
 
 
 def put_entries(buf: bytearray, marshalled: bytes | bytearray) -> None:

@@ -6,18 +6,18 @@ batch into one MountDelta: attached ids are statmount'ed (in a thread, so a
 storm of thousands never blocks the loop), detached ids are mapped back to
 their mountinfo id, and an attach and a detach of the same id in one batch
 cancel out. In a storm a batch first gathers for GATHER, so the per-batch
-costs are shared by many mounts. The cost of a change is O(1) in the size of the table. If the
-queue overflowed (FAN_Q_OVERFLOW: more than 16,384 events unread), one full
-listmount + statmount resync follows as a MountSnapshot; the engine diffs
-it by mount id, so nothing is lost or duplicated.
+costs are shared by many mounts. If the queue overflowed (FAN_Q_OVERFLOW:
+more than 16,384 events unread), one full listmount + statmount resync
+follows as a MountSnapshot; the engine diffs it by mount id, so nothing is
+lost or duplicated.
 
 fanotify says nothing of remounts. /proc/<pid>/mountinfo raises POLLPRI on
 every change of the namespace, remounts included, so a wake-up triggers a
 sweep: mountinfo is read again and compared with the last sweep's read
 line by line, and only the mounts whose line changed are statmount'ed and
 compared with what is known (at 15,000 mounts, about 40 ms of reading
-instead of 0.3 s of statmount per change). During an attach/detach storm the sweep waits
-until the storm is over (one sweep per storm).
+instead of 0.3 s of statmount per change). During an attach/detach storm
+the sweep waits until the storm is over (one sweep per storm).
 """
 
 from __future__ import annotations
