@@ -95,13 +95,8 @@ def one(target: Path, mount: bool) -> float:
 def storm(base: Path, n: int, mount: bool) -> float:
     """Bind src onto m0..m<n-1> (or unmount them) as fast as the kernel goes."""
     t0 = time.monotonic()
-    src = str(base / "src").encode()
     for i in range(n):
-        target = str(base / f"m{i}").encode()
-        rc = libc.mount(src, target, None, MS_BIND, None) if mount \
-            else libc.umount2(target, MNT_DETACH)
-        if rc != 0:
-            sys.exit(f"mount/umount {i}: {os.strerror(ctypes.get_errno())}")
+        one(base / f"m{i}", mount)
     return time.monotonic() - t0
 
 

@@ -168,9 +168,9 @@ def main() -> None:
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
     rows = []
     lone = work / "m-lone"
-    lone.mkdir()
     phases = [("mount", True, args.mounts), ("umount", False, args.mounts)]
     if args.lone:  # lag is then from the call, not from the end of a storm
+        lone.mkdir()
         phases[1:] = [("lone mount", True, 1), ("lone umount", False, 1)] * LONE_PAIRS
     lone_cpu0: dict[str, float] = {}
     for phase, mount, count in phases:
