@@ -245,7 +245,7 @@ def main() -> None:
         bus_proc, address = private_bus()
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
                               "--bus", address)
-        with SchedTrace(work) if args.sched else contextlib.nullcontext() as trace:
+        with SchedTrace(work, fsmond.pid) if args.sched else contextlib.nullcontext() as trace:
             lat, rounds = measure(loop, mnt, address, args.errors)
         ms = 1000
         print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
@@ -257,7 +257,7 @@ def main() -> None:
                   f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
         print_tail(rounds, list(lat))
         if trace is not None:
-            report(hops(trace.text, fsmond.pid, bus_proc.pid))
+            report(*hops(trace.text, fsmond.pid, bus_proc.pid))
         f, m, d, k = lat.values()
         print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
               f"p99 {percentile(f, 99) * ms:.2f} ms (at dbus-monitor "

@@ -1,42 +1,49 @@
 """Where an ext4 error's way to a D-Bus subscriber spends its time, from the
-scheduler's own record (tracefs): the error, fsmond woken, dbus-daemon woken
-(fsmond has written the signal), dbus-monitor woken (dbus-daemon has passed
-it on). A tracefs instance of our own keeps the system's tracing untouched.
+scheduler's own record (tracefs): the error, fsmond woken, fsmond on a CPU,
+dbus-daemon woken (fsmond has written the signal), dbus-monitor woken
+(dbus-daemon has passed it on). fsmond's own hop is split into the time it
+waited for a CPU (woken, or preempted while runnable) and the time it ran.
+A tracefs instance of our own keeps the system's tracing untouched.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import statistics
 import subprocess
 from pathlib import Path
 
-HOPS = ("kernel -> fsmond woken", "fsmond's handling -> its write",
-        "dbus-daemon -> dbus-monitor woken", "in all")
-_LINE = re.compile(r"\s(\d+\.\d+): (sched_wakeup|ext4_error): (.*)$")
+HOPS = ("kernel -> fsmond woken", "fsmond woken -> on a CPU", "fsmond on a CPU -> its write",
+        "  of which waiting, preempted", "dbus-daemon -> dbus-monitor woken", "in all")
+_LINE = re.compile(r"\[(\d+)\].*?\s(\d+\.\d+): (sched_wakeup|sched_switch|ext4_error): (.*)$")
 _WOKEN = re.compile(r"comm=(.+?) pid=(\d+) ")
+_SWITCH = re.compile(r"prev_pid=(\d+) .*prev_state=(\S+) ==> .*next_pid=(\d+) ")
 
 
 class SchedTrace:
-    """sched_wakeup and ext4_error in an instance of our own, while in use."""
+    """sched_wakeup, sched_switch (of fsmond only) and ext4_error in an
+    instance of our own, while in use."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, fsmond: int) -> None:
         root = Path("/sys/kernel/tracing")
         if not (root / "instances").is_dir():  # our namespace is private: mount it here
             root = work / "tracefs"
             root.mkdir()
             subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)], check=True)
         self.dir = root / "instances" / f"fsmond-bench-{os.getpid()}"
+        self.fsmond = fsmond
         self.text = ""
 
     def __enter__(self) -> SchedTrace:
         self.dir.mkdir()
         (self.dir / "trace_clock").write_text("mono\n")
         (self.dir / "buffer_size_kb").write_text("16384\n")
-        for event in ("sched/sched_wakeup", "ext4/ext4_error"):
-            (self.dir / "events" / event / "enable").write_text("1\n")
+        events = self.dir / "events"
+        (events / "sched/sched_switch/filter").write_text(
+            f"prev_pid == {self.fsmond} || next_pid == {self.fsmond}\n")
+        for event in ("sched/sched_wakeup", "sched/sched_switch", "ext4/ext4_error"):
+            (events / event / "enable").write_text("1\n")
         (self.dir / "tracing_on").write_text("1\n")
         return self
 
@@ -46,45 +53,72 @@ class SchedTrace:
         self.dir.rmdir()
 
 
-def hops(text: str, fsmond: int, bus: int) -> list[tuple[float, ...]]:
-    """Per error, in ms: the HOPS, each from the wake-up before it."""
-    events: list[tuple[float, str]] = []  # (time, who was woken, or "error")
+def _events(text: str, fsmond: int, bus: int) -> list[tuple[float, str]]:
+    """(time, what): error, woken:<who>, in (fsmond switched in), out-R
+    (fsmond switched out while runnable: preempted)."""
+    out: list[tuple[float, str]] = []
     for line in text.splitlines():
         m = _LINE.search(line)
         if m is None:
             continue
-        if m.group(2) == "ext4_error":
-            events.append((float(m.group(1)), "error"))
-        elif (w := _WOKEN.match(m.group(3))) is not None:
+        t, kind, rest = float(m.group(2)), m.group(3), m.group(4)
+        if kind == "ext4_error":
+            out.append((t, "error"))
+        elif kind == "sched_switch" and (s := _SWITCH.search(rest)) is not None:
+            if int(s.group(3)) == fsmond:
+                out.append((t, "in"))
+            elif int(s.group(1)) == fsmond and s.group(2).startswith("R"):
+                out.append((t, "out-R"))
+        elif kind == "sched_wakeup" and (w := _WOKEN.match(rest)) is not None:
             pid = int(w.group(2))
             who = ("fsmond" if pid == fsmond else "bus" if pid == bus
                    else "monitor" if w.group(1) == "dbus-monitor" else "")
             if who:
-                events.append((float(m.group(1)), who))
-    out = []
+                out.append((t, "woken:" + who))
+    return out
+
+
+def hops(text: str, fsmond: int, bus: int) -> tuple[list[tuple[float, ...]], int]:
+    """Per error, in ms: the HOPS; and how many errors had no switch-in record."""
+    events = _events(text, fsmond, bus)
+    out, unseen = [], 0
     for i, (t0, kind) in enumerate(events):
         if kind != "error":
             continue
-        times, want = [t0], ["fsmond", "bus", "monitor"]
-        for t, who in events[i + 1:]:
-            if who == "error":
+        want = ["woken:fsmond", "in", "woken:bus", "woken:monitor"]
+        times = [t0]
+        preempted, out_at = 0.0, None
+        for t, what in events[i + 1:]:
+            if what == "error":
                 break
-            if who == want[0]:
+            if what == "out-R" and len(times) == 3:
+                out_at = t
+            elif what == "in" and out_at is not None:
+                preempted += t - out_at
+                out_at = None
+            if what == "woken:bus" and want[0] == "in":
+                # The switch-in record is sometimes missing (seen from an idle
+                # CPU): count that wait as running.
+                times.append(times[-1])
+                want.pop(0)
+                unseen += 1
+            if what == want[0]:
                 times.append(t)
                 want.pop(0)
                 if not want:
                     break
         if not want:
-            steps = [(b - a) * 1000 for a, b in itertools.pairwise(times)]
-            out.append((*steps, (times[-1] - t0) * 1000))
-    return out
+            a, b, c, d, e = times
+            out.append(tuple(x * 1000 for x in (b - a, c - b, d - c, preempted, e - d, e - a)))
+    return out, unseen
 
 
-def report(rows: list[tuple[float, ...]], slowest: int = 5) -> None:
+def report(rows: list[tuple[float, ...]], unseen: int, slowest: int = 5) -> None:
     if not rows:
         print("scheduler trace: no complete error found")
         return
-    print(f"scheduler trace, {len(rows)} errors, ms: {'median':>8} {'p90':>8} {'max':>8}")
+    print(f"scheduler trace, {len(rows)} errors ({unseen} without a record of fsmond's "
+          f"switch-in: counted as running), ms: {'median':>8} {'p90':>8} {'max':>8}")
     for k, name in enumerate(HOPS):
         col = sorted(r[k] for r in rows)
         print(f"  {name:36} {statistics.median(col):8.3f} {col[int(0.9 * (len(col) - 1))]:8.3f} "
