@@ -86,6 +86,7 @@ class Daemon:
         self.failed: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
+        self._batch: list[Event] | None = None  # see emit_fs_errors
         self._tick: asyncio.TimerHandle | None = None
         self.sampler = SpaceSampler(
             self.emit, self.engine.sample_targets, self._poll_delay,
@@ -107,7 +108,30 @@ class Daemon:
         now = time.time()
         if self.tracer is not None:
             self.tracer.write(obs, now)
-        self._deliver(self.engine.process(obs, now))
+        events = self.engine.process(obs, now)
+        if self._batch is not None:
+            self._batch += events
+        else:
+            self._deliver(events)
+
+    def emit_fs_errors(self, reports: list[Observation]) -> None:
+        """fanotify's error reports (one read), with kmsg's text of the same errors.
+
+        printk stores a record before ext4 notifies fanotify, so kmsg already
+        holds the text (KmsgSource.read_now); the engine merges both views of
+        an error into one event, and all of it is delivered at once: on this
+        path every step counts, as it runs cold after seconds of quiet.
+        """
+        self._batch = []
+        try:
+            for r in reports:
+                self.emit(r)
+            if self.kmsg is not None:
+                self.kmsg.read_now()
+            events = self._batch
+        finally:
+            self._batch = None
+        self._deliver(events)
 
     def _deliver(self, events: list[Event]) -> None:
         if events:
@@ -233,22 +257,22 @@ class Daemon:
             self.kmsg = self._optional("kmsg", "fsmond.sources.kmsg", "KmsgSource",
                                        replay=d.kmsg_replay)
         if d.fanotify_errors:
-            self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource")
-        if self.kmsg is not None and self.fserror is not None:
-            self.fserror.then = self.kmsg.read_now
+            self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource",
+                                          emit=self.emit_fs_errors)
         out += [(c, False) for c in (self.kmsg, self.fserror) if c is not None]
         if d.udev:
             out.append((UdevSource(self.emit), False))
         return out
 
-    def _optional(self, name: str, module: str, cls: str, **kwargs: Any) -> Any:
+    def _optional(self, name: str, module: str, cls: str, emit: Callable[..., None] | None = None,
+                  **kwargs: Any) -> Any:
         try:
             factory = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as e:
             log.warning("%s not available, running without it: %s", name, e)
             self.failed[name] = str(e)
             return None
-        return factory(self.emit, **kwargs)
+        return factory(emit or self.emit, **kwargs)
 
     async def _run_component(self, c: Component, required: bool, started: asyncio.Event) -> None:
         try:

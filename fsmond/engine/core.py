@@ -358,8 +358,10 @@ class Engine:
                                 "source": obs.source, "devname": obs.devname},
                             pid=obs.pid, comm=obs.comm)
             return [self._make(notice, now, device=obs.device, source=obs.devname)]
-        self._updates.fs_changed.add(fs.device)
-        return self._number(fs, fs.on_report(obs, now), now)
+        notices = fs.on_report(obs, now)
+        if notices:  # a held error changes nothing a publisher shows yet
+            self._updates.fs_changed.add(fs.device)
+        return self._number(fs, notices, now)
 
     def note(self, cls: str, name: str, details: dict[str, Any], now: float) -> Event:
         """An event of the daemon itself (a config error), attached to no file system."""

@@ -16,7 +16,7 @@ is the larger of the two sources' counts, so one error is one event.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fsmond.engine.thresholds import Levels, Threshold
@@ -334,11 +334,10 @@ class FileSystem:
 
 def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:
     """One error seen by two sources: keep the text of one and fill gaps from the other."""
-    return replace(
-        primary,
-        errno=primary.errno or other.errno,
-        function=primary.function or other.function,
-        message=primary.message or other.message,
-        pid=primary.pid or other.pid,
-        comm=primary.comm or other.comm,
+    return KernelReport(
+        kind=primary.kind, source=primary.source, device=primary.device,
+        devname=primary.devname or other.devname, errno=primary.errno or other.errno,
+        count=primary.count, function=primary.function or other.function,
+        message=primary.message or other.message, pid=primary.pid or other.pid,
+        comm=primary.comm or other.comm, replayed=primary.replayed,
     )

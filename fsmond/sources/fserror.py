@@ -67,15 +67,12 @@ def parse_fs_error_events(buf: bytes) -> list[FsError]:
 class FsErrorSource:
     name = "fanotify-errors"
 
-    def __init__(self, emit: Callable[[Observation], None]) -> None:
-        self._emit = emit
+    def __init__(self, emit: Callable[[list[Observation]], None]) -> None:
+        self._emit = emit  # the reports of one read (the daemon reads kmsg with them)
         self._fd = -1
         self._by_fsid: dict[int, DevNum] = {}
         self._paths: dict[DevNum, tuple[str, int]] = {}
         self.overflows = 0
-        # Called after each batch of reports: the daemon reads kmsg at once,
-        # whose text of the same error is already stored (see KmsgSource.read_now).
-        self.then: Callable[[], None] = lambda: None
 
     def watch(self, device: DevNum, path: str) -> bool:
         """Mark the file system at `path`; False when it (or the kernel) cannot."""
@@ -125,13 +122,13 @@ class FsErrorSource:
                 buf = os.read(self._fd, 65536)
             except (BlockingIOError, InterruptedError):
                 return
+            reports: list[Observation] = []
             for e in parse_fs_error_events(buf):
                 if e.overflow:
                     self.overflows += 1
                     continue
                 device = self._by_fsid.get(e.fsid)
-                if device is None:
-                    continue
-                self._emit(KernelReport(kind="error", source="fanotify", device=device,
-                                        errno=e.errno, count=max(1, e.count)))
-            self.then()
+                if device is not None:
+                    reports.append(KernelReport(kind="error", source="fanotify", device=device,
+                                                errno=e.errno, count=max(1, e.count)))
+            self._emit(reports)

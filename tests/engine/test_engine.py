@@ -181,8 +181,11 @@ def test_a_textless_error_waits_briefly_for_kmsg_and_becomes_one_event() -> None
     e.process(MountSnapshot((DATA,)), 0.0)
     fan = KernelReport("error", "fanotify", DEV, errno=117)
     kmsg = KernelReport("error", "kmsg", DEV, "loop0", function="f", message="boom")
+    e.take_updates()
     assert e.process(fan, 10.0) == [] and e.next_deadline() == 10.05
+    assert not e.take_updates()  # held: nothing a publisher shows has changed yet
     merged = e.process(kmsg, 10.001)
+    assert e.take_updates().fs_changed == {DEV}  # ErrorCount, LastError
     assert names(merged) == [("err", "error")]
     assert merged[0].details["message"] == "boom" and merged[0].details["errno"] == 117
     assert merged[0].details["count"] == 1 and merged[0].details["sources"] == ["fanotify", "kmsg"]

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from fsmond.events import KernelReport, Observation
 from fsmond.sources.fserror import FsErrorSource, fsid_key, parse_fs_error_events
-from fsmond.sources.kmsg import KmsgSource
 from tests.running import loop_ext4, tmpfs
 
 
@@ -52,7 +51,7 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
 
         async def main() -> tuple[bool, bool]:
             arrived = asyncio.Event()
-            src = FsErrorSource(lambda o: (got.append(o), arrived.set()))
+            src = FsErrorSource(lambda batch: (got.extend(batch), arrived.set()))
             started = asyncio.Event()
             task = asyncio.create_task(src.run(started.set))
             await asyncio.wait_for(started.wait(), 5)
@@ -70,48 +69,3 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
     assert got == [KernelReport(kind="error", source="fanotify", device=dev,
                                 errno=got[0].errno, count=1)]  # type: ignore[union-attr]
     assert got[0].errno > 0  # type: ignore[union-attr]
-
-
-@pytest.mark.root
-def test_kmsg_text_is_read_in_the_same_turn_as_the_fanotify_error(tmp_path: Path) -> None:
-    """The kernel wakes /dev/kmsg readers lazily (a timer tick later), but the
-    text is stored before ext4 notifies fanotify: reading kmsg right after the
-    fanotify batch gets it without waiting to be woken."""
-    with loop_ext4(tmp_path / "img", tmp_path / "m", "errors=continue") as (m, loop):
-        st = os.stat(m)
-        dev = (os.major(st.st_dev), os.minor(st.st_dev))
-        got: list[str] = []
-
-        def seen(o: Observation) -> None:
-            if isinstance(o, KernelReport) and o.kind == "error":
-                got.append(f"{o.source}:{o.message}")
-
-        async def main() -> None:
-            kmsg, fserror = KmsgSource(seen), FsErrorSource(seen)
-            batch_done = asyncio.Event()
-
-            def then() -> None:
-                kmsg.read_now()
-                got.append("then")
-                batch_done.set()
-
-            fserror.then = then
-            tasks = []
-            for src in (kmsg, fserror):
-                started = asyncio.Event()
-                tasks.append(asyncio.create_task(src.run(started.set)))
-                await asyncio.wait_for(started.wait(), 5)
-            assert fserror.watch(dev, str(m))
-            trigger(loop, "same turn")
-            try:
-                await asyncio.wait_for(batch_done.wait(), 10)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-
-        asyncio.run(main())
-    # Both views of the error, before the batch's hook returned.
-    assert got[:3] == ["fanotify:", next(g for g in got if "same turn" in g), "then"]
-    assert got[1].startswith("kmsg:")
