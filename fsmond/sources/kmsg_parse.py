@@ -7,7 +7,10 @@ writes into /dev/kmsg gets another facility (the kernel forces at least
 LOG_USER), so such a record never classifies, whatever its text says.
 Classification is a table of regular expressions tried in order; the first
 match names the kind (error, read-only, no-space) and where the device name,
-errno, function and comm are in the text. A device number from DEVICE=bM:m
+errno, function and comm are in the text. Each rule also names the literal
+starts its pattern can match, so that a record is only matched against the
+rules it could fit: most kernel records fit none, and an error's record is
+handled on fsmond's latency path, cold. A device number from DEVICE=bM:m
 wins over a name, which the reader resolves through sysfs.
 """
 
@@ -20,6 +23,7 @@ from fsmond.errors import KernelFormatError
 
 _HEADER = re.compile(rb"(\d+),(\d+),(\d+),([^;,]*)[^;]*;")
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+_DEVICE = re.compile(r"b(\d+):(\d+)")
 _ERRNO = {"EIO": 5, "ENOSPC": 28, "EROFS": 30, "EUCLEAN": 117, "EFSCORRUPTED": 117}
 
 
@@ -47,6 +51,8 @@ class Classified:
 
 def _unescape(raw: bytes) -> str:
     # /dev/kmsg writes non-printable bytes as \xNN.
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "replace")
     return _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw).decode("utf-8", "replace")
 
 
@@ -66,41 +72,50 @@ def parse_kmsg(record: bytes) -> KmsgRecord:
             props[_unescape(key)] = _unescape(value)
     return KmsgRecord(
         facility=pri >> 3, level=pri & 7, seq=seq, usec=usec,
-        continued="c" in m.group(4).decode("ascii", "replace"),
+        continued=b"c" in m.group(4),
         text=_unescape(body[0]), props=props,
     )
 
 
 _DEV = r"(?P<dev>[\w.:+-]+?)"
-# (kind, pattern); the first that matches wins, so the specific come first.
-RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((k, re.compile(p)) for k, p in (
-    ("read-only", rf"^EXT[234]-fs \({_DEV}\): Remounting file ?system read-only"),
-    ("no-space", rf"^EXT4-fs \({_DEV}\): Delayed block allocation failed .* error (?P<errno>\d+)"),
-    ("error", rf"^EXT[234]-fs error \(device {_DEV}\): (?P<func>\w+)(?::\d+)?:"
-              r"(?:.*? comm (?P<comm>[^:]+):)?"),
-    ("error", rf"^EXT2-fs \({_DEV}\): error: (?P<func>\w+)"),
-    ("error", rf"^Aborting journal on device {_DEV}(?:-\d+)?\.?$"),
-    ("read-only", rf"^XFS \({_DEV}\): .*(?:Shutting down filesystem|has been shut down)"),
-    ("error", rf"^XFS \({_DEV}\): (?:Metadata )?[Cc]orruption (?:of in-memory data )?detected"),
-    ("error", rf"^XFS \({_DEV}\): metadata I/O error in \"(?P<func>\w+)[^\"]*\".* error "
-              r"(?P<errno>\d+)"),
-    ("read-only", rf"^BTRFS(?: \w+)? \(device {_DEV}(?: state \w+)?\): forced readonly"),
-    ("no-space", rf"^BTRFS warning \(device {_DEV}(?: state \w+)?\): ENOSPC"),
-    ("error", rf"^BTRFS(?: error|: error) \(device {_DEV}(?: state \w+)?\)"
-              r"(?: in (?P<func>\w+))?(?:.*errno=-(?P<errno>\d+))?"),
-    ("error", rf"^(?:blk_update_request: )?(?:I/O|critical \w+(?: \w+)*) error, dev {_DEV},"
-              r" sector"),
-    ("error", rf"^Buffer I/O error on dev {_DEV}, logical block"),
-))
+_EXT = ("EXT2-fs", "EXT3-fs", "EXT4-fs")
+_BLOCK = ("blk_update_request: ", "I/O error", "critical ")
+# (kind, the literal starts its pattern can match, pattern); the first rule
+# that matches wins, so the specific come first.
+RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
+    (k, starts, re.compile(p)) for k, starts, p in (
+        ("read-only", _EXT, rf"EXT[234]-fs \({_DEV}\): Remounting file ?system read-only"),
+        ("no-space", ("EXT4-fs (",),
+         rf"EXT4-fs \({_DEV}\): Delayed block allocation failed .* error (?P<errno>\d+)"),
+        ("error", _EXT, rf"EXT[234]-fs error \(device {_DEV}\): (?P<func>\w+)(?::\d+)?:"
+                        r"(?:.*? comm (?P<comm>[^:]+):)?"),
+        ("error", ("EXT2-fs (",), rf"EXT2-fs \({_DEV}\): error: (?P<func>\w+)"),
+        ("error", ("Aborting journal",), rf"Aborting journal on device {_DEV}(?:-\d+)?\.?$"),
+        ("read-only", ("XFS (",),
+         rf"XFS \({_DEV}\): .*(?:Shutting down filesystem|has been shut down)"),
+        ("error", ("XFS (",),
+         rf"XFS \({_DEV}\): (?:Metadata )?[Cc]orruption (?:of in-memory data )?detected"),
+        ("error", ("XFS (",), rf"XFS \({_DEV}\): metadata I/O error in \"(?P<func>\w+)[^\"]*\".* "
+                              r"error (?P<errno>\d+)"),
+        ("read-only", ("BTRFS",),
+         rf"BTRFS(?: \w+)? \(device {_DEV}(?: state \w+)?\): forced readonly"),
+        ("no-space", ("BTRFS warning",),
+         rf"BTRFS warning \(device {_DEV}(?: state \w+)?\): ENOSPC"),
+        ("error", ("BTRFS",), rf"BTRFS(?: error|: error) \(device {_DEV}(?: state \w+)?\)"
+                              r"(?: in (?P<func>\w+))?(?:.*errno=-(?P<errno>\d+))?"),
+        ("error", _BLOCK, rf"(?:blk_update_request: )?(?:I/O|critical \w+(?: \w+)*) error, "
+                          rf"dev {_DEV}, sector"),
+        ("error", ("Buffer I/O error",), rf"Buffer I/O error on dev {_DEV}, logical block"),
+    ))
 
 
 def classify(rec: KmsgRecord) -> Classified | None:
     """What a kernel record says about a file system or device, or None."""
     if rec.facility != 0:
         return None  # written by a process: never trusted
-    for kind, rule in RULES:
-        m = rule.search(rec.text)
-        if m is None:
+    text = rec.text
+    for kind, starts, rule in RULES:
+        if not text.startswith(starts) or (m := rule.match(text)) is None:
             continue
         groups = m.groupdict()
         errno = int(groups["errno"]) if groups.get("errno") else 0
@@ -119,5 +134,5 @@ def classify(rec: KmsgRecord) -> Classified | None:
 
 
 def _device_prop(props: dict[str, str]) -> tuple[int, int] | None:
-    m = re.fullmatch(r"b(\d+):(\d+)", props.get("DEVICE", ""))
+    m = _DEVICE.fullmatch(props.get("DEVICE", ""))
     return (int(m.group(1)), int(m.group(2))) if m else None

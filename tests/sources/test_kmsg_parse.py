@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsmond.errors import KernelFormatError
-from fsmond.sources.kmsg_parse import classify, parse_kmsg
+from fsmond.sources.kmsg_parse import RULES, classify, parse_kmsg
 
 DATA = Path(__file__).parent.parent / "data" / "kmsg"
 
@@ -71,6 +71,18 @@ def test_transcribed_formats() -> None:
     ]
     delalloc = classify(parse_kmsg(records("transcribed.txt")[0]))
     assert delalloc is not None and delalloc.device == (8, 17)
+
+
+def test_a_rule_is_tried_on_every_text_its_pattern_matches() -> None:
+    """Each rule names the starts it can match, so that a text is only tried
+    against the rules it could fit: a wrong start would hide a kind."""
+    texts = [parse_kmsg(r).text for name in ("ext4-remount-ro.captured",
+                                              "block-nospc.captured", "transcribed.txt")
+             for r in records(name)]
+    for _kind, starts, rule in RULES:
+        matched = [t for t in texts if rule.match(t)]
+        assert matched, rule.pattern  # every rule has a sample
+        assert all(t.startswith(starts) for t in matched), rule.pattern
 
 
 def test_header_fields_and_escapes() -> None:
