@@ -41,7 +41,7 @@ from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
     change_fields,
-    event_fields,
+    event_entries,
     mounts_changed_bodies,
 )
 from fsmond.publishers.dbus_objects import (
@@ -259,7 +259,7 @@ class DbusPublisher:
 
     def _event_messages(self, e: Event) -> list[bytes]:
         """The Manager's Event and the file system object's, one a{sv} for both."""
-        manager, obj = wire.event_bodies(e.fs, e.cls, e.name, wire.entries(event_fields(e)))
+        manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
         out = [self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", manager)]
         if e.fs in self._by_path:
             out.append(self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj))

@@ -83,6 +83,13 @@ def put_fields(buf: bytearray, fields: Fields) -> None:
     put_entries(buf, entries(fields))
 
 
+def put_entry(buf: bytearray, key: str, sig: str, value: Any) -> None:
+    """One dict entry of an a{sv} being built as `entries` builds them."""
+    buf += _ZEROS[-len(buf) % 8]
+    buf += _HEADS.get((key, sig)) or entry_head(key, sig)
+    put(buf, sig, value)
+
+
 def entries(fields: Fields) -> bytearray:
     """An a{sv}'s entries, marshalled to go at an 8-aligned offset: so one
     event's dictionary serves the Manager's and the object's signal."""
@@ -90,7 +97,7 @@ def entries(fields: Fields) -> bytearray:
     heads, pack = _HEADS, _U32.pack
     for key, (sig, value) in fields.items():
         buf += _ZEROS[-len(buf) % 8]
-        buf += heads.get((key, sig)) or _entry_head(key, sig)
+        buf += heads.get((key, sig)) or entry_head(key, sig)
         if sig == "s":  # most values: inlined, as this runs for every event
             raw = value.encode()
             buf += pack(len(raw)) + raw + b"\0"
@@ -132,7 +139,7 @@ def put_entries(buf: bytearray, marshalled: bytes | bytearray) -> None:
 _HEADS: dict[tuple[str, str], bytes] = {}  # a plain dict: lru_cache costs more per call
 
 
-def _entry_head(key: str, sig: str) -> bytes:
+def entry_head(key: str, sig: str) -> bytes:
     """A dict entry's key, its variant's signature and the padding before the
     value: the same for every event, as an entry starts 8-aligned."""
     buf = bytearray()
