@@ -213,6 +213,7 @@ class Engine:
             changes = self.mounts.apply_snapshot(obs)
         else:
             changes = self.mounts.apply_delta(obs)
+        gone: dict[DevNum, list[MountKey]] = {}  # removed, until the device's next insertion
         for c in changes:
             dev = c.entry.device
             keys = self._by_device.setdefault(dev, [])
@@ -220,13 +221,17 @@ class Engine:
                 old = mount_key(c.old if c.old is not None else c.entry)
                 if keys and keys[0] == old:
                     self._gone_first.setdefault(dev, old[2])
-                _discard(keys, old)
+                gone.setdefault(dev, []).append(old)
                 if self._found.get(dev) == old:
                     del self._found[dev]  # what named the watch is gone: search again
             if c.kind != REMOVED:
+                if dev in gone:
+                    _discard(keys, gone.pop(dev))
                 new = mount_key(c.entry)
                 bisect.insort(keys, new)
                 self._added.setdefault(dev, []).append(new)
+        for dev, old_keys in gone.items():
+            _discard(self._by_device[dev], old_keys)
         self._updates.mount_changes += changes
         events: list[Event] = []
         affected = list(dict.fromkeys(c.entry.device for c in changes))
@@ -444,10 +449,24 @@ def _contains(keys: list[MountKey], key: MountKey) -> bool:
     return i < len(keys) and keys[i] == key
 
 
-def _discard(keys: list[MountKey], key: MountKey) -> None:
-    i = bisect.bisect_left(keys, key)
-    if i < len(keys) and keys[i] == key:
-        del keys[i]
+def _discard(keys: list[MountKey], gone: list[MountKey]) -> None:
+    """Remove these keys, in place (MountPoints views share the list). Many
+    at once are cut out in one pass: deleting them one by one moves the rest
+    of the list each time, which made an unmount storm quadratic."""
+    if len(gone) == 1:
+        i = bisect.bisect_left(keys, gone[0])
+        if i < len(keys) and keys[i] == gone[0]:
+            del keys[i]
+        return
+    drop = sorted({i for k in gone if (i := bisect.bisect_left(keys, k)) < len(keys)
+                   and keys[i] == k})
+    kept: list[MountKey] = []
+    start = 0
+    for i in drop:
+        kept += keys[start:i]
+        start = i + 1
+    kept += keys[start:]
+    keys[:] = kept
 
 
 def _forced(super_options: str) -> bool:

@@ -275,3 +275,29 @@ def test_the_watch_is_that_of_the_best_watched_mount_point(
         expected = next((specs[p] for _, p, _ in best if p in specs), None)
         fs = e.filesystems.get(DEV)
         assert (fs.watch if fs else None) == expected
+
+
+@given(st.lists(st.tuples(st.sets(st.integers(0, 30), max_size=12),
+                          st.sets(st.integers(0, 30), max_size=12),
+                          st.sets(st.integers(0, 30), max_size=3)), max_size=12))
+def test_mount_points_stay_in_order_through_batches(
+        batches: list[tuple[set[int], set[int], set[int]]]) -> None:
+    """Batches that unmount many at once (cut out of the sorted list in one
+    pass), mount others and move some leave the mount points as a full sort
+    of what is mounted would order them."""
+    e = Engine(Policy())
+    e.process(MountSnapshot((DATA,)), 0)
+    mounts = {DATA.mount_id: DATA}
+    for gone, new, moved in batches:
+        removed = tuple(100 + m for m in gone if 100 + m in mounts)
+        for mid in removed:
+            del mounts[mid]
+        added = tuple(dataclasses.replace(DATA, mount_id=100 + m, mount_point=f"/b{m}")
+                      for m in new if 100 + m not in mounts)
+        changed = tuple(dataclasses.replace(mounts[100 + m], mount_point=f"/moved/{m}")
+                        for m in moved if 100 + m in mounts)
+        mounts.update({m.mount_id: m for m in (*added, *changed)})
+        e.process(MountDelta(added=added, removed=removed, changed=changed), 1)
+        best = sorted(mounts.values(), key=lambda m: (m.root != "/", len(m.mount_point),
+                                                       m.mount_point, m.mount_id))
+        assert list(e.filesystems[DEV].mount_points) == [m.mount_point for m in best]
