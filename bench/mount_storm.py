@@ -44,6 +44,7 @@ class Watcher:
         self.name = name
         self.marker = marker
         self.last = 0.0
+        self.received = 0.0
         self.lines = 0
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      errors="replace", text=True)
@@ -58,6 +59,11 @@ class Watcher:
             if self.marker in line:
                 self.lines += 1
                 self.last = time.monotonic()
+                if line.startswith("sig\t"):
+                    # dbus-monitor --profile stamps each signal as it receives
+                    # it: that, not when this thread read the line, is when
+                    # the subscriber had it.
+                    self.received = float(line.split("\t")[1]) - (time.time() - time.monotonic())
 
     def _stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -191,7 +197,7 @@ def main() -> None:
             fsmond.last, fsmond.lines = time.monotonic(), gen - gen0
         elif monitor is not None:
             monitor.quiet_for(2.0, 300)
-            fsmond.last, fsmond.lines = monitor.last, monitor.lines
+            fsmond.last, fsmond.lines = monitor.received, monitor.lines
         for w in watchers:
             w.quiet_for(2.0, 300)
         for w in watchers:
