@@ -40,10 +40,9 @@ from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
-    change_fields,
-    event_entries,
     mounts_changed_bodies,
 )
+from fsmond.publishers.dbus_entries import change_entries, event_entries
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
     FILESYSTEM_IFACE,
@@ -146,7 +145,7 @@ class DbusPublisher:
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
-        self._mount_changes: list[wire.Fields] = []
+        self._mount_changes: list[tuple[int, bytearray]] = []  # (generation, change_entries)
         self._generation_sent = -1
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -176,7 +175,8 @@ class DbusPublisher:
         engine = self.daemon.engine
         for c in u.mount_changes:
             fs = engine.filesystems.get(c.entry.device)
-            self._mount_changes.append(change_fields(c, fs_object_path(fs.device) if fs else "/"))
+            self._mount_changes.append(
+                (c.generation, change_entries(c, fs_object_path(fs.device) if fs else "/")))
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:

@@ -9,7 +9,6 @@ so nothing is lost and nothing invalid goes on the wire.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +16,7 @@ from dbus_fast import Variant
 
 from fsmond.engine.filesystems import FileSystem
 from fsmond.engine.mounts import MountChange
-from fsmond.events import Event, MountEntry, dev_str, format_time
-from fsmond.publishers import dbus_wire as wire
+from fsmond.events import MountEntry, dev_str
 from fsmond.publishers.dbus_wire import Fields
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -88,69 +86,13 @@ def vardict(values: Mapping[str, Any]) -> dict[str, Variant]:
     return variants(fields(values))
 
 
-def map_entries(values: Mapping[str, Any]) -> bytearray:
-    """wire.entries(fields(values)), without building the Fields on the way."""
-    buf = bytearray()
-    for key, value in values.items():
-        wire.put_entry(buf, key if type(key) is str and key.isascii() else text(str(key))[0],
-                       *fit(value))
-    return buf
-
-
-_HEAD = {key: wire.entry_head(key, sig) for key, sig in (
-    ("seq", "t"), ("time", "s"), ("class", "s"), ("name", "s"), ("fs", "o"), ("fstype", "s"),
-    ("device", "s"), ("pid", "u"), ("comm", "s"), ("details", "a{sv}"), ("mount_point", "s"),
-    ("source", "s"))}
-_U32, _U64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
-_ZEROS = [bytes(n) for n in range(8)]
-
-
-def event_entries(e: Event) -> bytearray:
-    """The a{sv} of an event's signals, as `wire.entries` marshals them:
-    seq, time, class, name, fs, fstype, device, pid, comm, details,
-    mount_point (and mount_point_bytes), source (and source_bytes).
-
-    Written straight from the Event, with no Fields on the way: this runs for
-    every event, 15,000 times in a mount storm and cold on an error's way.
-    """
-    buf = bytearray(_HEAD["seq"])  # an entry's head leaves its value aligned
-    buf += _U64(e.seq)
-    for key, value in (("time", format_time(e.time)), ("class", e.cls), ("name", e.name),
-                       ("fs", e.fs), ("fstype", e.fstype), ("device", e.device)):
-        _string_entry(buf, key, value)
-    buf += _ZEROS[-len(buf) % 8]
-    buf += _HEAD["pid"]
-    buf += _U32(max(0, e.pid))
-    _string_entry(buf, "comm", e.comm)
-    buf += _ZEROS[-len(buf) % 8]
-    buf += _HEAD["details"]
-    wire.put_entries(buf, map_entries(e.details))
-    _string_entry(buf, "mount_point", e.mount_point, exact=True)
-    _string_entry(buf, "source", e.source, exact=True)
-    return buf
-
-
-def _string_entry(buf: bytearray, key: str, value: str, exact: bool = False) -> None:
-    """An s (or o) entry; text that is not UTF-8 is mended (see `text`), and
-    with `exact` its bytes follow under <key>_bytes."""
-    raw = None
-    if not value.isascii():
-        value, raw = text(value)
-    buf += _ZEROS[-len(buf) % 8]
-    buf += _HEAD[key]
-    encoded = value.encode()
-    buf += _U32(len(encoded)) + encoded + b"\0"
-    if raw is not None and exact:
-        wire.put_entry(buf, key + "_bytes", "ay", raw)
-
-
 def mount_fields(m: MountEntry, fs_path: str) -> Fields:
     out: Fields = {
         "mount_id": ("u", m.mount_id),
         "parent_id": ("u", m.parent_id),
         "fstype": ("s", text(m.fstype)[0]),
         "device": ("s", dev_str(m.device)),
-        "options": ("s", m.options),
+        "options": ("s", text(m.options)[0]),
         "fs": ("o", fs_path),
     }
     put_text(out, "mount_point", m.mount_point)
@@ -165,15 +107,16 @@ def change_fields(c: MountChange, fs_path: str) -> Fields:
     out["generation"] = ("t", c.generation)
     out["change"] = ("s", c.kind)
     if c.old is not None:
-        out["old_options"] = ("s", c.old.options)
+        out["old_options"] = ("s", text(c.old.options)[0])
         put_text(out, "old_super_options", c.old.super_options)
     return out
 
 
-def mounts_changed_bodies(changes: list[Fields], limit: int) -> list[list[Any]]:
+def mounts_changed_bodies(changes: list[tuple[int, bytearray]], limit: int) -> list[list[Any]]:
     """MountsChanged (t generation, aa{sv} changes) bodies of at most `limit`
-    changes each, each with the generation its last change made."""
-    return [[chunk[-1]["generation"][1], chunk]
+    changes each (generation, `change_entries`), each with the generation its
+    last change made."""
+    return [[chunk[-1][0], [entries for _, entries in chunk]]
             for chunk in (changes[i:i + limit] for i in range(0, len(changes), limit))]
 
 

@@ -10,17 +10,18 @@ from dbus_fast._private.unmarshaller import Unmarshaller
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
 from fsmond.events import Event, MountEntry, format_time
 from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
-    event_entries,
+    change_fields,
     fields,
-    mount_fields,
     mounts_changed_bodies,
     put_text,
     text,
     variants,
 )
+from fsmond.publishers.dbus_entries import change_entries, event_entries
 
 ROOT, MANAGER = "/org/fsmond/FsMon1", "org.fsmond.FsMon1.Manager"
 # Kernel text decoded with surrogateescape: any str, including lone surrogates.
@@ -70,16 +71,25 @@ def test_an_event_signal_is_what_dbus_fast_would_send(e: Event) -> None:
         assert body == wire.body(sig, [*prefix, f])
 
 
-@given(st.lists(st.builds(MountEntry, mount_id=st.integers(0, 1 << 31), parent_id=st.integers(
-    0, 1 << 31), device=st.tuples(st.integers(0, 4095), st.integers(0, 1 << 20)), root=names,
-    mount_point=names, options=st.just("rw,relatime"), fstype=names, source=names,
-    super_options=names), max_size=5), st.integers(0, (1 << 64) - 1))
-def test_mounts_changed_and_properties_changed_too(mounts: list[MountEntry], gen: int) -> None:
-    changes = [mount_fields(m, ROOT + "/fs/1_2") for m in mounts]
+mount_entries = st.builds(
+    MountEntry, mount_id=st.integers(0, 1 << 31), parent_id=st.integers(0, 1 << 31),
+    device=st.tuples(st.integers(0, 4095), st.integers(0, 1 << 20)), root=names,
+    mount_point=names, options=st.sampled_from(["rw,relatime", "ro", "lowerdir=/\udcff"]),
+    fstype=names, source=names, super_options=names)
+mount_changes = st.builds(MountChange, generation=st.integers(0, (1 << 64) - 1),
+                          kind=st.sampled_from([ADDED, REMOVED, CHANGED]), entry=mount_entries,
+                          old=st.one_of(st.none(), mount_entries))
+
+
+@given(st.lists(mount_changes, max_size=5), st.integers(0, (1 << 64) - 1))
+def test_mounts_changed_and_properties_changed_too(changes: list[MountChange], gen: int) -> None:
+    fields_of = [change_fields(c, ROOT + "/fs/1_2") for c in changes]
+    marshalled = [change_entries(c, ROOT + "/fs/1_2") for c in changes]
+    assert marshalled == [wire.entries(f) for f in fields_of]
     ours = wire.signal(1 << 31, ROOT, MANAGER, "MountsChanged", "taa{sv}",
-                       wire.body("taa{sv}", [gen, changes]))
+                       wire.body("taa{sv}", [gen, marshalled]))
     assert ours == reference(1 << 31, ROOT, MANAGER, "MountsChanged", "taa{sv}",
-                             [gen, [variants(c) for c in changes]])
+                             [gen, [variants(f) for f in fields_of]])
     props = {"Generation": ("t", gen), "MountPoints": ("as", ["/a", "/b"]),
              "ReadOnly": ("b", True), "PercentAvailable": ("d", 12.5)}
     body = ["org.fsmond.FsMon1.FileSystem", props, []]
@@ -110,8 +120,8 @@ def test_a_type_fsmond_never_sends_is_a_clear_error() -> None:
 
 
 def test_a_storm_s_mount_changes_are_split_with_their_own_generations() -> None:
-    changes = [{"generation": ("t", g), "change": ("s", "added")} for g in range(11, 16)]
+    changes = [(g, bytearray(b"change %d" % g)) for g in range(11, 16)]
     bodies = mounts_changed_bodies(changes, 2)
     assert [(gen, len(chunk)) for gen, chunk in bodies] == [(12, 2), (14, 2), (15, 1)]
-    assert [c for _, chunk in bodies for c in chunk] == changes
+    assert [c for _, chunk in bodies for c in chunk] == [c for _, c in changes]
     assert mounts_changed_bodies([], 2) == []
