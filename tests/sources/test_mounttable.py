@@ -58,5 +58,7 @@ def test_a_storm_is_read_a_few_times_and_ends_exact(tmp_path: Path) -> None:
         src = asyncio.run(follow(table, storm, all_there, MountinfoSource))
         # Without pacing every wake-up would be a read: hundreds for this storm.
         assert 1 <= src.reads - 1 <= n // 10  # the first read was at the start
+        # And the source does not listen while a read is due: one wake-up a read.
+        assert src.wakeups <= src.reads
         kernel = {e.mount_id: e for e in parse_mountinfo(Path("/proc/self/mountinfo").read_bytes())}
         assert table.mounts == kernel
