@@ -24,11 +24,13 @@ FS_PATH_PREFIX = ROOT_PATH + "/fs/"
 CLASSES = ("info", "warn", "err", "thr")
 
 
+@lru_cache(maxsize=4096)  # this and the path: formatted for every event, of a few devices
 def dev_str(dev: DevNum | None) -> str:
     """'major:minor', or '' when there is no device."""
     return "" if dev is None else f"{dev[0]}:{dev[1]}"
 
 
+@lru_cache(maxsize=4096)
 def fs_object_path(dev: DevNum | None) -> str:
     """The D-Bus object path of a file system, '/' for none (SPEC section 1)."""
     return "/" if dev is None else f"{FS_PATH_PREFIX}{dev[0]}_{dev[1]}"
