@@ -62,3 +62,17 @@ def test_event_parser(n: int) -> None:
 def test_event_parser_never_crashes(data: bytes) -> None:
     mountapi.parse_mount_events(data)
     mountapi.parse_mount_events(mnt_event(mountapi.FAN_MNT_ATTACH, 1)[: len(data) % 40] + data)
+
+
+@given(st.lists(st.tuples(st.sampled_from([mountapi.FAN_MNT_ATTACH, mountapi.FAN_MNT_DETACH,
+                                           mountapi.FAN_MNT_ATTACH | mountapi.FAN_MNT_DETACH,
+                                           mountapi.FAN_Q_OVERFLOW, 0]),
+                          st.integers(0, (1 << 64) - 1), st.sampled_from([7, 7, 7, 6]),
+                          st.sampled_from([16, 16, 16, 12, 20])), max_size=6))
+def test_the_one_pass_parse_is_the_general_one(
+        records: list[tuple[int, int, int, int]]) -> None:
+    buf = b""
+    for mask, mnt_id, itype, ilen in records:
+        info = struct.pack("=BBHIQ", itype, 0, ilen, 0, mnt_id)
+        buf += struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, 0) + info
+    assert mountapi.parse_mount_events(buf) == mountapi._parse_each(buf)
