@@ -20,10 +20,10 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from fsmond.engine.mounts import MountChange
+from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
 from fsmond.events import Event, dev_str, format_time
 from fsmond.publishers import dbus_wire as wire
-from fsmond.publishers.dbus_convert import fit, text
+from fsmond.publishers.dbus_convert import INT64_MAX, INT64_MIN, fit, text
 
 _HEAD = {key: wire.entry_head(key, sig) for key, sig in (
     ("seq", "t"), ("time", "s"), ("class", "s"), ("name", "s"), ("fs", "o"), ("fstype", "s"),
@@ -31,13 +31,15 @@ _HEAD = {key: wire.entry_head(key, sig) for key, sig in (
     ("source", "s"), ("mount_id", "u"), ("parent_id", "u"), ("options", "s"), ("root", "s"),
     ("super_options", "s"), ("generation", "t"), ("change", "s"), ("old_options", "s"),
     ("old_super_options", "s"))}
-_U32, _U64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
+_U32, _U64, _I64 = (struct.Struct(f).pack for f in ("<I", "<Q", "<q"))
 _ZEROS = [bytes(n) for n in range(8)]
 CACHED_RUNS = 4096  # per kind of run; a full cache starts again
 
 _event_runs: dict[tuple[str, str, str, str, str, int, str], bytes] = {}
 _mount_runs: dict[tuple[str, str, str, str], bytes] = {}
 _origin_runs: dict[tuple[str, str, str], bytes] = {}
+_source_runs: dict[str, bytes] = {}
+_text_runs: dict[tuple[str, str], bytes] = {}
 
 
 def event_entries(e: Event) -> bytearray:
@@ -46,7 +48,9 @@ def event_entries(e: Event) -> bytearray:
     source_bytes)."""
     buf = bytearray(_HEAD["seq"])  # an entry's head leaves its value aligned
     buf += _U64(e.seq)
-    _string_entry(buf, "time", format_time(e.time))
+    buf += _HEAD["time"]  # 8-aligned here, after the u64; the time is ASCII
+    time = format_time(e.time).encode()
+    buf += _U32(len(time)) + time + b"\0"
     buf += _ZEROS[-len(buf) % 8]
     run = (e.cls, e.name, e.fs, e.fstype, e.device, e.pid, e.comm)
     buf += _event_runs.get(run) or _event_run(run)
@@ -54,7 +58,8 @@ def event_entries(e: Event) -> bytearray:
     buf += _HEAD["details"]
     wire.put_entries(buf, map_entries(e.details))
     _string_entry(buf, "mount_point", e.mount_point, exact=True)
-    _string_entry(buf, "source", e.source, exact=True)
+    buf += _ZEROS[-len(buf) % 8]
+    buf += _source_runs.get(e.source) or _source_run(e.source)
     return buf
 
 
@@ -76,7 +81,7 @@ def change_entries(c: MountChange, fs_path: str) -> bytearray:
     buf += _ZEROS[-len(buf) % 8]
     buf += _HEAD["generation"]
     buf += _U64(c.generation)
-    _string_entry(buf, "change", c.kind)
+    buf += _KINDS.get(c.kind) or _kind_entry(c.kind)  # 8-aligned after the u64
     if c.old is not None:
         _string_entry(buf, "old_options", c.old.options)
         _string_entry(buf, "old_super_options", c.old.super_options, exact=True)
@@ -84,11 +89,18 @@ def change_entries(c: MountChange, fs_path: str) -> bytearray:
 
 
 def map_entries(values: Mapping[str, Any]) -> bytearray:
-    """wire.entries(fields(values)), without building the Fields on the way."""
+    """wire.entries(fields(values)), without building the Fields on the way;
+    a text entry is cached as a whole (a storm's options are all alike)."""
     buf = bytearray()
     for key, value in values.items():
-        wire.put_entry(buf, key if type(key) is str and key.isascii() else text(str(key))[0],
-                       *fit(value))
+        buf += _ZEROS[-len(buf) % 8]
+        if type(value) is str and type(key) is str:
+            buf += _text_runs.get((key, value)) or _text_run(key, value)
+        elif type(value) is int and type(key) is str and key.isascii():
+            buf += wire.entry_head(key, "x")
+            buf += _I64(max(INT64_MIN, min(INT64_MAX, value)))
+        else:
+            wire.put_entry(buf, text(str(key))[0], *fit(value))
     return buf
 
 
@@ -119,6 +131,18 @@ def _origin_run(run: tuple[str, str, str]) -> bytes:
     return _keep(_origin_runs, run, buf)
 
 
+def _text_run(key: str, value: str) -> bytes:
+    buf = bytearray()
+    wire.put_entry(buf, text(key)[0], *fit(value))
+    return _keep(_text_runs, (key, value), buf)
+
+
+def _source_run(source: str) -> bytes:
+    buf = bytearray()
+    _string_entry(buf, "source", source, exact=True)
+    return _keep(_source_runs, source, buf)
+
+
 def _keep(cache: dict[Any, bytes], run: Any, buf: bytearray) -> bytes:
     if len(cache) >= CACHED_RUNS:
         cache.clear()
@@ -138,3 +162,12 @@ def _string_entry(buf: bytearray, key: str, value: str, exact: bool = False) -> 
     buf += _U32(len(encoded)) + encoded + b"\0"
     if raw is not None and exact:
         wire.put_entry(buf, key + "_bytes", "ay", raw)
+
+
+def _kind_entry(kind: str) -> bytes:
+    buf = bytearray()
+    _string_entry(buf, "change", kind)
+    return bytes(buf)
+
+
+_KINDS = {kind: _kind_entry(kind) for kind in (ADDED, REMOVED, CHANGED)}

@@ -142,6 +142,8 @@ _HEADS: dict[tuple[str, str], bytes] = {}  # a plain dict: lru_cache costs more 
 def entry_head(key: str, sig: str) -> bytes:
     """A dict entry's key, its variant's signature and the padding before the
     value: the same for every event, as an entry starts 8-aligned."""
+    if (head := _HEADS.get((key, sig))) is not None:
+        return head
     buf = bytearray()
     put(buf, "s", key)
     put(buf, "g", sig)
