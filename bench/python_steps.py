@@ -1,0 +1,110 @@
+"""Python steps (bytecode instructions run) for fsmond's per-event work.
+
+A diagnostic beside the benchmarks: this VM's timings move by 2x from one
+minute to the next, but the number of instructions a step runs does not, and
+on fsmond's cold paths (an error after seconds of quiet) time follows it.
+Counted with sys.settrace's opcode events, after a warm-up call, so caches
+are as they are in a running daemon.
+
+    .venv/bin/python bench/python_steps.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from fsmond.config import parse_config
+from fsmond.engine.core import Engine
+from fsmond.engine.mounts import REMOVED, MountChange
+from fsmond.events import Event, KernelReport, MountDelta, MountEntry, MountSnapshot
+from fsmond.publishers import dbus_wire as wire
+from fsmond.publishers.dbus_entries import change_entries, event_entries
+from fsmond.sources.kmsg_parse import classify, parse_kmsg
+
+ROOT, FS = "/org/fsmond/FsMon1", "/org/fsmond/FsMon1/fs/7_3"
+MOUNT = MountEntry(4567, 33, (7, 3), "/", "/srv/storm/m/12345", "rw,relatime", "ext4",
+                   "/dev/loop3", "rw,errors=continue")
+MOUNTED = Event(12345, 1764400000.123456, "info", "mounted", FS, MOUNT.mount_point, "ext4",
+                "/dev/loop3", "7:3", 0, "", {"options": MOUNT.options,
+                                             "super_options": MOUNT.super_options,
+                                             "mount_id": MOUNT.mount_id})
+KMSG = (b"2,%d,%d,-;EXT4-fs error (device loop3): ext4_lookup:1855: comm ls: "
+        b"deleted inode referenced: %d\n SUBSYSTEM=block\n DEVICE=b7:3\n")
+
+
+def steps(work: Callable[[], object]) -> int:
+    work()  # warm: caches filled, code specialised
+    count = 0
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        count += event == "opcode"
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        work()
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def event_signals() -> None:
+    manager, obj = wire.event_bodies(MOUNTED.fs, MOUNTED.cls, MOUNTED.name,
+                                     event_entries(MOUNTED))
+    wire.signal(1, ROOT, "org.fsmond.FsMon1.Manager", "Event", "ossa{sv}", manager)
+    wire.signal(2, FS, "org.fsmond.FsMon1.FileSystem", "Event", "ssa{sv}", obj)
+
+
+def engine_with_binds(n: int) -> Engine:
+    e = Engine(parse_config("[daemon]\nudev = false\n"), merge_wait=0.05)
+    binds = [dataclasses.replace(MOUNT, mount_id=100 + i, mount_point=f"/srv/m/{i}")
+             for i in range(n)]
+    e.process(MountSnapshot((MOUNT, *binds)), 1.0)
+    return e
+
+
+def main() -> None:
+    engine = engine_with_binds(2000)
+    batches = iter(range(100, 2100, 100))
+
+    def unmounts() -> None:
+        first = next(batches)
+        engine.process(MountDelta(removed=tuple(range(first, first + 100))), 2.0)
+
+    errors = engine_with_binds(0)
+    rounds = iter(range(1, 1000))
+
+    def error() -> None:
+        i = next(rounds)
+        now = 10.0 * i  # each error opens a fold window of its own, as in the bench
+        errors.process(KernelReport("error", "fanotify", (7, 3), errno=5), now)
+        found = classify(parse_kmsg(KMSG % (i, i * 1000, i)))
+        assert found is not None
+        for e in errors.process(KernelReport(
+                "error", "kmsg", found.device, found.devname, function=found.function,
+                message=found.message, comm=found.comm), now + 0.001):
+            wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
+
+    change = MountChange(99, REMOVED, MOUNT)
+    rows = [
+        ("a mounted event's two Event signals", steps(event_signals)),
+        ("a mount change's MountsChanged entry", steps(lambda: change_entries(change, FS))),
+        ("the engine, 100 unmounts at 2,000 mounts (each)", steps(unmounts) // 100),
+        ("an ext4 error: kmsg parse, engine merge, both bodies", steps(error)),
+    ]
+    for name, n in rows:
+        print(f"{name:55} {n:6d} steps")
+    print("summary: " + ", ".join(f"{n} ({name.split(':')[0]})" for name, n in rows))
+
+
+if __name__ == "__main__":
+    main()
