@@ -52,6 +52,7 @@ class FsmondProcess:
         fsmond's arguments after its own."""
         self.events: list[Event] = []
         self.stderr: list[str] = []
+        self.torn = ""  # a last stdout line cut short: fsmond died in the middle of it
         self._new: queue.Queue[Event] = queue.Queue()
         self._ready = threading.Event()
         args = ["--config", str(config), "--print-events", "--log-level", "debug",
@@ -69,6 +70,9 @@ class FsmondProcess:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            if not line.endswith("\n"):
+                self.torn = line
+                return
             event = json.loads(line)
             self.events.append(event)
             self._new.put(event)
@@ -124,7 +128,11 @@ def fsmond(config: Path, *extra: str, bus: str | None = None) -> Iterator[Fsmond
         p.wait_ready()
         yield p
     finally:
-        p.stop()
+        rc = p.stop()
+    # After the test's own checks: a daemon that did not stop cleanly is a failure too.
+    if rc != 0 or p.torn:
+        raise AssertionError(f"fsmond did not stop cleanly (exit status {rc}, last stdout "
+                             f"line {p.torn[:200]!r}):\n" + "".join(p.stderr[-30:]))
 
 
 def run(*cmd: str) -> str:
