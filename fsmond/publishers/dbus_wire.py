@@ -107,19 +107,28 @@ def entries(fields: Fields) -> bytearray:
 
 
 def event_bodies(fs: str, cls: str, name: str, details: bytes | bytearray
-                 ) -> tuple[bytearray, bytearray]:
+                 ) -> tuple[bytes, bytes]:
     """The bodies of the Manager's Event (ossa{sv}) and the object's (ssa{sv}),
     `details` from `entries`: after the path, the rest differs only in padding."""
-    tail = bytearray(_string(cls))
-    tail += _ZEROS[-len(tail) % 4]
-    tail += _string(name)
-    obj = bytearray(tail)
-    put_entries(obj, details)
-    manager = bytearray(_string(fs))
-    manager += _ZEROS[-len(manager) % 4]
-    manager += tail
-    put_entries(manager, details)
-    return manager, obj
+    size = _U32.pack(len(details))
+    manager, manager_pad = _event_prefix(fs, cls, name)
+    obj, obj_pad = _event_prefix("", cls, name)
+    return (b"".join((manager, size, manager_pad, details)),
+            b"".join((obj, size, obj_pad, details)))
+
+
+@lru_cache(maxsize=1024)
+def _event_prefix(fs: str, cls: str, name: str) -> tuple[bytes, bytes]:
+    """What comes before an Event's a{sv} (`fs` "" for the object's signal),
+    up to its length, and the padding after the length: the same for a
+    storm's every event."""
+    buf = bytearray(_string(fs) if fs else b"")
+    _align(buf, 4)
+    buf += _string(cls)
+    _align(buf, 4)
+    buf += _string(name)
+    _align(buf, 4)
+    return bytes(buf), _ZEROS[-(len(buf) + 4) % 8]
 
 
 def _string(value: str) -> bytes:
