@@ -86,7 +86,7 @@ def put_fields(buf: bytearray, fields: Fields) -> None:
 def put_entry(buf: bytearray, key: str, sig: str, value: Any) -> None:
     """One dict entry of an a{sv} being built as `entries` builds them."""
     buf += _ZEROS[-len(buf) % 8]
-    buf += _HEADS.get((key, sig)) or entry_head(key, sig)
+    buf += entry_head(key, sig)
     put(buf, sig, value)
 
 
