@@ -172,6 +172,8 @@ def main() -> None:
     time.sleep(1.0)  # findmnt has read its first table
     watchers = [fsmond, findmnt]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
+    # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
+    bus_cpu0 = cpu_seconds(bus.pid) if bus is not None else 0.0
     rows = []
     lone = work / "m-lone"
     phases = [("mount", True, args.mounts), ("umount", False, args.mounts)]
@@ -205,6 +207,7 @@ def main() -> None:
             w.lines = 0
         print(f"{phase}: {count} in {took:.2f}s", file=sys.stderr)
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
+    bus_cpu = cpu_seconds(bus.pid) - bus_cpu0 if bus is not None else 0.0
     threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
     if sampler is not None:
         sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -220,7 +223,8 @@ def main() -> None:
     print(f"{'cpu s':12} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
     print(f"{'cpu s':12} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
-          f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}")
+          f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}"
+          + (f"; dbus-daemon over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
     if args.lone:
         changes = len(phases) - 1
         seen = {name: [lag for phase, n, lines, lag in rows
