@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from fsmond.engine.mounts import MountTable
 from fsmond.sources import mountapi
-from fsmond.sources.fanotify_mounts import FanotifyMountSource
+from fsmond.sources.fanotify_mounts import STORM_QUIET, SWEEP_DELAY, FanotifyMountSource
 from tests.running import run, tmpfs
 from tests.sources.follow import follow as follow_source
 
@@ -81,6 +82,37 @@ def test_a_remount_is_found_by_statmount_of_its_mount_alone(tmp_path: Path) -> N
             assert src.sweeps >= 1
             # The remounted mount, not the whole table (over 300 mounts)
             assert 1 <= src.swept <= 3
+
+
+def test_after_a_storm_only_the_mount_remounted_in_it_is_statmounted_again(
+        tmp_path: Path) -> None:
+    n = 300
+    with tmpfs(tmp_path / "s") as base:
+        (base / "src").mkdir()
+        for i in range(n):
+            (base / f"m{i}").mkdir()
+        last = str(base / f"m{n - 1}")
+
+        def storm() -> None:
+            for i in range(n):
+                assert libc.mount(str(base / "src").encode(), str(base / f"m{i}").encode(),
+                                  None, 0x1000, None) == 0
+            # MS_REMOUNT | MS_BIND | MS_RDONLY: fanotify says nothing of it
+            assert libc.mount(None, last.encode(), None, 0x1021, None) == 0
+            time.sleep(STORM_QUIET + SWEEP_DELAY + 1)  # the sweep after the storm
+            assert libc.mount(str(base / "src").encode(), str(base / "src").encode(),
+                              None, 0x1000, None) == 0  # a last change to wait for
+
+        table = MountTable()
+        src = asyncio.run(follow(
+            table, storm, lambda _: any(e.mount_point == f"{base}/src"
+                                        for e in table.mounts.values())))
+        ours = [e for e in table.mounts.values() if e.mount_point.startswith(f"{base}/m")]
+        assert len(ours) == n
+        assert [e.mount_point for e in ours if e.options.startswith("ro")] == [last]
+        # Every line of the storm was new to the sweep; it asked only for the
+        # remounted mount (if its attach was read before the remount), not all 300.
+        assert src.sweeps >= 1 and src.swept <= 1
 
 
 def test_a_storm_past_the_queue_resyncs_to_the_exact_table(tmp_path: Path) -> None:
