@@ -18,6 +18,7 @@ import fcntl
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from fsmond.errors import KernelFeatureError, KernelFormatError
 from fsmond.events import MountEntry
@@ -83,7 +84,9 @@ def listmount_all(mnt_ns_id: int = 0) -> list[int]:
         last = ids[n - 1]
 
 
-def _string(buf: bytes, offset: int) -> str:
+def _string(buf: bytes, mask: int, bit: int, offset: int) -> str:
+    if not mask & bit:
+        return ""
     start = _HEADER_SIZE + offset
     end = buf.find(b"\0", start)
     if end < 0:
@@ -91,6 +94,7 @@ def _string(buf: bytes, offset: int) -> str:
     return buf[start:end].decode("utf-8", "surrogateescape")
 
 
+@lru_cache(maxsize=256)  # this and super_options: a storm's mounts share a few values
 def mount_options(attr: int) -> str:
     """Field 6 of mountinfo from MOUNT_ATTR_* flags."""
     opts = ["ro" if attr & 0x1 else "rw"]
@@ -107,6 +111,7 @@ def mount_options(attr: int) -> str:
     return ",".join(opts)
 
 
+@lru_cache(maxsize=1024)
 def super_options(sb_flags: int, fs_opts: str) -> str:
     """Field 11 of mountinfo: rw/ro, superblock flags, the file system's own options."""
     opts = ["ro" if sb_flags & 0x1 else "rw"]
@@ -124,22 +129,18 @@ def decode_statmount(buf: bytes) -> StatMount:
     mask = h[_MASK]
     if mask & (STATMOUNT_SB_BASIC | STATMOUNT_MNT_BASIC) != 3:
         raise KernelFormatError(f"statmount did not fill the basics (mask {mask:#x})")
-
-    def text(bit: int, idx: int) -> str:
-        return _string(buf, h[idx]) if mask & bit else ""
-
-    fstype = text(STATMOUNT_FS_TYPE, _FS_TYPE)
-    subtype = text(STATMOUNT_FS_SUBTYPE, _SUBTYPE)
+    fstype = _string(buf, mask, STATMOUNT_FS_TYPE, h[_FS_TYPE])
+    subtype = _string(buf, mask, STATMOUNT_FS_SUBTYPE, h[_SUBTYPE])
     return StatMount(h[_MNT_ID], MountEntry(
-        mount_id=h[_ID_OLD],
-        parent_id=h[_PARENT_OLD],
-        device=(h[_MAJ], h[_MIN]),
-        root=text(STATMOUNT_MNT_ROOT, _ROOT),
-        mount_point=text(STATMOUNT_MNT_POINT, _POINT),
-        options=mount_options(h[_ATTR]),
-        fstype=f"{fstype}.{subtype}" if subtype else fstype,
-        source=text(STATMOUNT_SB_SOURCE, _SOURCE) or "none",
-        super_options=super_options(h[_SBF], text(STATMOUNT_MNT_OPTS, _MNT_OPTS)),
+        h[_ID_OLD],
+        h[_PARENT_OLD],
+        (h[_MAJ], h[_MIN]),
+        _string(buf, mask, STATMOUNT_MNT_ROOT, h[_ROOT]),
+        _string(buf, mask, STATMOUNT_MNT_POINT, h[_POINT]),
+        mount_options(h[_ATTR]),
+        f"{fstype}.{subtype}" if subtype else fstype,
+        _string(buf, mask, STATMOUNT_SB_SOURCE, h[_SOURCE]) or "none",
+        super_options(h[_SBF], _string(buf, mask, STATMOUNT_MNT_OPTS, h[_MNT_OPTS])),
     ))
 
 
