@@ -61,6 +61,8 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
             put_entries(buf, value)
         else:
             put_fields(buf, value)
+    elif sig == "as":
+        _put_strings(buf, value)
     elif sig == "ay":
         _align(buf, 4)
         buf += _U32.pack(len(value))
@@ -77,6 +79,23 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
         _U32.pack_into(buf, at, len(buf) - start)
     else:
         raise ValueError(f"fsmond does not marshal D-Bus type {sig!r}")
+
+
+# After a string of length % 4 == i: its NUL, then the padding to the next 4.
+_NUL_PAD = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")
+
+
+def _put_strings(buf: bytearray, value: list[str]) -> None:
+    """An `as` in one join: a file system's MountPoints is 15,000 names in
+    a storm, and element by element through `put` costs twice as much."""
+    _align(buf, 4)
+    pack, nul_pad = _U32.pack, _NUL_PAD
+    raws = [v.encode() for v in value]
+    data = b"".join([pack(len(raw)) + raw + nul_pad[len(raw) % 4] for raw in raws])
+    if raws:  # no padding after the last element: what follows aligns itself
+        data = data[:len(data) + 1 - len(nul_pad[len(raws[-1]) % 4])]
+    buf += pack(len(data))
+    buf += data
 
 
 def put_fields(buf: bytearray, fields: Fields) -> None:

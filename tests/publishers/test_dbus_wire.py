@@ -81,8 +81,14 @@ mount_changes = st.builds(MountChange, generation=st.integers(0, (1 << 64) - 1),
                           old=st.one_of(st.none(), mount_entries))
 
 
-@given(st.lists(mount_changes, max_size=5), st.integers(0, (1 << 64) - 1))
-def test_mounts_changed_and_properties_changed_too(changes: list[MountChange], gen: int) -> None:
+valid = st.text(st.characters(blacklist_characters="\0", blacklist_categories=["Cs"]),
+                max_size=9)
+
+
+@given(st.lists(mount_changes, max_size=5), st.integers(0, (1 << 64) - 1),
+       st.lists(valid, max_size=6))
+def test_mounts_changed_and_properties_changed_too(changes: list[MountChange], gen: int,
+                                                   mount_points: list[str]) -> None:
     fields_of = [change_fields(c, ROOT + "/fs/1_2") for c in changes]
     marshalled = [change_entries(c, ROOT + "/fs/1_2") for c in changes]
     assert marshalled == [wire.entries(f) for f in fields_of]
@@ -90,13 +96,16 @@ def test_mounts_changed_and_properties_changed_too(changes: list[MountChange], g
                        wire.body("taa{sv}", [gen, marshalled]))
     assert ours == reference(1 << 31, ROOT, MANAGER, "MountsChanged", "taa{sv}",
                              [gen, [variants(f) for f in fields_of]])
-    props = {"Generation": ("t", gen), "MountPoints": ("as", ["/a", "/b"]),
+    props = {"Generation": ("t", gen), "MountPoints": ("as", mount_points),
              "ReadOnly": ("b", True), "PercentAvailable": ("d", 12.5)}
     body = ["org.fsmond.FsMon1.FileSystem", props, []]
     ours = wire.signal(3, ROOT, "org.freedesktop.DBus.Properties", "PropertiesChanged",
                        "sa{sv}as", wire.body("sa{sv}as", body))
     assert ours == reference(3, ROOT, "org.freedesktop.DBus.Properties", "PropertiesChanged",
                              "sa{sv}as", [body[0], variants(props), []])
+    # A one-byte-aligned value right after the strings: no padding may follow them.
+    assert wire.signal(4, ROOT, MANAGER, "X", "asy", wire.body("asy", [mount_points, 7])) \
+        == reference(4, ROOT, MANAGER, "X", "asy", [mount_points, 7])
 
 
 def test_a_write_of_many_signals_reads_back_as_each_signal() -> None:
