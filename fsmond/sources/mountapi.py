@@ -132,15 +132,16 @@ def decode_statmount(buf: bytes) -> StatMount:
     fstype = _string(buf, mask, STATMOUNT_FS_TYPE, h[_FS_TYPE])
     subtype = _string(buf, mask, STATMOUNT_FS_SUBTYPE, h[_SUBTYPE])
     return StatMount(h[_MNT_ID], MountEntry(
-        h[_ID_OLD],
-        h[_PARENT_OLD],
-        (h[_MAJ], h[_MIN]),
-        _string(buf, mask, STATMOUNT_MNT_ROOT, h[_ROOT]),
-        _string(buf, mask, STATMOUNT_MNT_POINT, h[_POINT]),
-        mount_options(h[_ATTR]),
-        f"{fstype}.{subtype}" if subtype else fstype,
-        _string(buf, mask, STATMOUNT_SB_SOURCE, h[_SOURCE]) or "none",
-        super_options(h[_SBF], _string(buf, mask, STATMOUNT_MNT_OPTS, h[_MNT_OPTS])),
+        mount_id=h[_ID_OLD],
+        parent_id=h[_PARENT_OLD],
+        device=(h[_MAJ], h[_MIN]),
+        root=_string(buf, mask, STATMOUNT_MNT_ROOT, h[_ROOT]),
+        mount_point=_string(buf, mask, STATMOUNT_MNT_POINT, h[_POINT]),
+        options=mount_options(h[_ATTR]),
+        fstype=f"{fstype}.{subtype}" if subtype else fstype,
+        source=_string(buf, mask, STATMOUNT_SB_SOURCE, h[_SOURCE]) or "none",
+        super_options=super_options(h[_SBF], _string(buf, mask, STATMOUNT_MNT_OPTS,
+                                                     h[_MNT_OPTS])),
     ))
 
 
