@@ -353,9 +353,9 @@ def _error_history(dev: DevNum) -> ErrorHistory | None:
     return error_history_for(dev)
 
 
-def _super_reader() -> Callable[[str], str | None] | None:
+def _super_reader() -> Callable[[str], tuple[DevNum, str] | None] | None:
     try:
-        from fsmond.sources.mountapi import super_options_of_path
+        from fsmond.sources.mountapi import file_system_at
     except ImportError:
         return None
-    return super_options_of_path
+    return file_system_at

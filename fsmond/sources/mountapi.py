@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from fsmond.errors import KernelFeatureError, KernelFormatError
-from fsmond.events import MountEntry
+from fsmond.events import DevNum, MountEntry
 from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
 
 SYS_STATMOUNT, SYS_LISTMOUNT = 457, 458  # x86_64 and the generic table alike
@@ -183,9 +183,12 @@ def mnt_ns_id_of(ns_path: str) -> int:
         os.close(fd)
 
 
-def super_options_of_path(path: str) -> str | None:
-    """The superblock options of the file system mounted at `path` (emergency_ro
-    shows only here on ext4). Uses statx's unique mount id, then statmount."""
+def file_system_at(path: str) -> tuple[DevNum, str] | None:
+    """The superblock device and options of what is mounted at `path` now,
+    from statx's unique mount id and statmount; None where the kernel cannot
+    tell. The options are where ext4's emergency_ro shows; the device tells
+    whether a statvfs of `path` was of the file system meant, or of what the
+    path showed once it was unmounted."""
     mnt_id = _statx_mnt_id(path)
     if mnt_id is None:
         return None
@@ -194,7 +197,7 @@ def super_options_of_path(path: str) -> str | None:
                           | STATMOUNT_MNT_OPTS)
     except (KernelFeatureError, KernelFormatError):
         return None
-    return None if found is None else found.entry.super_options
+    return None if found is None else (found.entry.device, found.entry.super_options)
 
 
 _STATX_MNT_ID_UNIQUE = 0x4000

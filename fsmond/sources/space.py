@@ -13,12 +13,19 @@ killed, which is why threads are the only safe way to call it.
 
 The interval per file system comes from `delay_for(device)` (the engine's
 adaptive schedule: sooner when the fill rate predicts a level crossing).
+
+The path is a mount point, and its file system can be unmounted between the
+mount table and the call; statvfs then measures whatever the path shows
+instead. So after each statvfs the sampler asks which file system the path
+shows (`read_super`: statx's mount id, then statmount, which also gives the
+superblock options) and drops numbers that belong to another one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -32,7 +39,8 @@ from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOpt
 log = logging.getLogger(__name__)
 
 Targets = Callable[[], list[tuple[DevNum, str]]]
-ReadSuper = Callable[[str], str | None]
+# What is mounted at a path now: its superblock device and options (None: unknown).
+ReadSuper = Callable[[str], tuple[DevNum, str] | None]
 
 
 @dataclass(slots=True)
@@ -175,8 +183,14 @@ class SpaceSampler:
             options = None
             try:
                 result = sample_path(dev, path, self._statvfs)
-                if self._read_super is not None:
-                    options = self._read_super(path)
+                seen = self._read_super(path) if self._read_super is not None else None
+                if seen is not None:
+                    seen_dev, options = seen
+                    if seen_dev != dev:
+                        # Unmounted (or mounted over) since the mount table said
+                        # so: the numbers are of whatever the path shows now.
+                        options = None
+                        result = OSError(errno.ESTALE, f"the path shows {seen_dev} now")
             except OSError as e:
                 result = e
             finally:

@@ -12,11 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
 import threading
 import time
+from pathlib import Path
 
-from fsmond.events import Observation, Responsive, SpaceSample, Unresponsive
+import pytest
+
+from fsmond.events import Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
+from fsmond.sources.mountapi import file_system_at
 from fsmond.sources.space import SpaceSampler, sample_path
+from tests.running import dev_of, tmpfs
 
 
 def test_sample_path_matches_statvfs() -> None:
@@ -85,3 +91,48 @@ def test_a_cancel_that_comes_with_a_wake_up_still_stops_the_sampler() -> None:
         return bool(done)
 
     assert asyncio.run(main())
+
+
+@pytest.mark.root
+def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path) -> None:
+    """The mount table said the tmpfs is at `t`, and it is unmounted just before
+    the statvfs: the numbers are the parent's (a full disk can look like a
+    tmpfs past its levels), so nothing may be reported for the tmpfs."""
+    t = tmp_path / "t"
+    calls: list[str] = []
+    two_calls: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def statvfs(path: str) -> os.statvfs_result:
+        if path == str(t) and not calls:
+            subprocess.run(["umount", str(t)], check=True)
+        calls.append(path)
+        if len(calls) % 2 == 0:  # the racing call and one after it
+            loop, event = two_calls[-1]
+            loop.call_soon_threadsafe(event.set)
+        return os.statvfs(path)
+
+    got: list[Observation] = []
+
+    async def main() -> None:
+        two_calls.append((asyncio.get_running_loop(), asyncio.Event()))
+        s = SpaceSampler(got.append, lambda: [(dev, str(t))], lambda d: 0.05,
+                         read_super=file_system_at, statvfs=statvfs)
+        task = asyncio.create_task(s.run(lambda: None))
+        await asyncio.wait_for(two_calls[-1][1].wait(), 10)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with tmpfs(t, "size=1m"):
+        dev = tuple(int(x) for x in dev_of(t).split(":"))
+        assert file_system_at(str(t)) == (dev, "rw,size=1024k")
+        asyncio.run(main())
+    assert got == []  # the parent's numbers, not the tmpfs's: dropped
+    # Where the tmpfs is still mounted, its numbers and options are reported.
+    with tmpfs(t, "size=1m"):
+        dev = tuple(int(x) for x in dev_of(t).split(":"))
+        asyncio.run(main())
+    assert {type(o) for o in got} == {SpaceSample, SuperOptions}
+    assert all(o.device == dev for o in got)  # type: ignore[union-attr]
+    assert any(isinstance(o, SpaceSample) and o.size == 1 << 20 for o in got)
