@@ -205,6 +205,34 @@ def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path
             server.stdout.close()
 
 
+def test_a_fuse_server_hung_before_start_never_stops_the_daemon(tmp_path: Path) -> None:
+    """Every new file system gets a FAN_FS_ERROR mark, and marking calls the
+    file system's statfs: a FUSE server that is already stopped must not hang
+    the event loop there (FUSE never reports such errors anyway)."""
+    base = tmp_path / "w"
+    (base / "fuse").mkdir(parents=True)
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_server.py"),
+                               str(base / "fuse")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
+        server.send_signal(signal.SIGSTOP)
+        cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"300ms"')
+        with tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
+            e = p.wait_for(lambda e: e["name"] == "unresponsive")
+            assert e["fstype"] == "fuse.fsmondtest"
+            (t / "a").write_bytes(b"x" * (6 << 20))  # the others are still sampled
+            p.wait_for(lambda e: e["name"] == "threshold" and e["mount_point"] == str(t))
+            server.send_signal(signal.SIGCONT)
+            p.wait_for(lambda e: e["name"] == "responsive")
+    finally:
+        server.send_signal(signal.SIGCONT)
+        subprocess.run(["umount", "-l", str(base / "fuse")], check=False)
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -1,9 +1,11 @@
 """fanotify FAN_FS_ERROR (Linux >= 5.16): file systems report their own errors.
 
 How it works: one fanotify group (FAN_REPORT_FID, needed for FAN_FS_ERROR)
-gets a FAN_MARK_FILESYSTEM mark per watched file system that supports it
-(ext4 does; tmpfs and most others refuse the mark, which is fine: kmsg still
-covers them). An error event carries the file system's fsid, the errno of
+gets a FAN_MARK_FILESYSTEM mark per watched file system on a block device
+(ext4 reports its errors this way; kmsg covers the others). Only those: the
+mark calls the file system's statfs, in which a network or FUSE file system
+can hang, and neither reports errors through fanotify. An error event
+carries the file system's fsid, the errno of
 the first error and how many errors happened since the last event was read.
 The fsid is mapped back to the device through statvfs' f_fsid taken when the
 mark was added. The parser is pure and never trusts a length it reads.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from fsmond.errors import KernelFeatureError
 from fsmond.events import DevNum, KernelReport, Observation
 from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
+from fsmond.sources.mountapi import file_system_at
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,8 @@ class FsErrorSource:
         """Mark the file system at `path`; False when it (or the kernel) cannot."""
         if self._fd < 0 or device in self._paths:
             return device in self._paths
+        if device[0] == 0:  # no block device: nothing to report, maybe a hang (above)
+            return False
         try:
             fsid = os.statvfs(path).f_fsid
         except OSError:
@@ -87,6 +92,12 @@ class FsErrorSource:
         if rc != 0:
             log.debug("no FAN_FS_ERROR on %s: %s", path, os.strerror(ctypes.get_errno()))
             return False
+        seen = file_system_at(path)
+        if seen is not None and seen[0] != device:
+            # Unmounted meanwhile: the fsid and the mark were the parent's.
+            if fsid not in self._by_fsid:
+                self._unmark(path)
+            return False
         self._by_fsid[fsid] = device
         self._paths[device] = (path, fsid)
         return True
@@ -95,9 +106,11 @@ class FsErrorSource:
         path, fsid = self._paths.pop(device, ("", 0))
         self._by_fsid.pop(fsid, None)
         if path and self._fd >= 0:
-            # The mark usually went with the superblock already; failure is fine.
-            _libc.fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, FAN_FS_ERROR,
-                                AT_FDCWD, os.fsencode(path))
+            self._unmark(path)  # the mark usually went with the superblock already
+
+    def _unmark(self, path: str) -> None:
+        _libc.fanotify_mark(self._fd, FAN_MARK_REMOVE | FAN_MARK_FILESYSTEM, FAN_FS_ERROR,
+                            AT_FDCWD, os.fsencode(path))
 
     async def run(self, started: Callable[[], None]) -> None:
         fd = _libc.fanotify_init(FAN_CLASS_NOTIF | FAN_REPORT_FID | FAN_NONBLOCK | FAN_CLOEXEC,

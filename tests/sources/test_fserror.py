@@ -69,3 +69,29 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
     assert got == [KernelReport(kind="error", source="fanotify", device=dev,
                                 errno=got[0].errno, count=1)]  # type: ignore[union-attr]
     assert got[0].errno > 0  # type: ignore[union-attr]
+
+
+@pytest.mark.root
+def test_a_file_system_unmounted_before_its_mark_is_not_marked(tmp_path: Path) -> None:
+    """The mount table said an ext4 is at `m`, but it is gone by the time the
+    mark is made: the path now shows the ext4 below it, whose errors must not
+    be taken for the first one's."""
+
+    async def watch(dev: tuple[int, int], path: Path) -> bool:
+        src = FsErrorSource(lambda batch: None)
+        started = asyncio.Event()
+        task = asyncio.create_task(src.run(started.set))
+        await asyncio.wait_for(started.wait(), 5)
+        try:
+            return src.watch(dev, str(path))
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with loop_ext4(tmp_path / "below.img", tmp_path / "below") as (below, _):
+        with loop_ext4(tmp_path / "img", below / "m") as (m, _):
+            st = os.stat(m)
+            dev = (os.major(st.st_dev), os.minor(st.st_dev))
+        assert os.stat(m).st_dev == os.stat(below).st_dev != st.st_dev
+        assert asyncio.run(watch(dev, m)) is False
