@@ -203,9 +203,17 @@ class Engine:
         return [mounts[k[3]] for k in self._by_device.get(device, ())]
 
     def sample_targets(self) -> list[tuple[DevNum, str]]:
-        """One path per watched file system for statvfs (never an autofs trigger:
+        """One path per watched file system for statvfs: its first mount point
+        that shows it, not one another mount covers (never an autofs trigger:
         autofs is always ignored, so it never becomes a FileSystem)."""
-        return [(d, fs.mount_points[0]) for d, fs in self.filesystems.items() if fs.mount_points]
+        out = []
+        for dev, fs in self.filesystems.items():
+            for point in fs.mount_points:  # nearly always the first
+                top = self.mounts.at(point)
+                if top is not None and top.device == dev:
+                    out.append((dev, point))
+                    break
+        return out
 
     # ------------------------------------------------------------------ mounts
 

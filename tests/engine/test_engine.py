@@ -87,6 +87,20 @@ def test_start_watches_non_ignored_file_systems_without_mount_events() -> None:
     assert [ev.seq for ev in events] == [1]
 
 
+def test_a_covered_mount_point_is_not_sampled_through() -> None:
+    """A file system mounted over /data hides DATA's file system there: its
+    statvfs would measure the other one."""
+    e, _ = started()
+    over = MountEntry(31, 30, (0, 50), "/", "/data", "rw", "tmpfs", "tmpfs", "rw")
+    e.process(MountDelta(added=(over,)), 1)
+    assert (DEV, "/data") not in e.sample_targets()
+    assert ((0, 50), "/data") in e.sample_targets()
+    bind = dataclasses.replace(DATA, mount_id=32, mount_point="/srv/more")
+    e.process(MountDelta(added=(bind,)), 2)
+    assert e.filesystems[DEV].mount_points[0] == "/data"  # its best name, covered
+    assert (DEV, "/srv/more") in e.sample_targets()  # visible there
+
+
 def test_thresholds_both_ways_with_details() -> None:
     e, _ = started()
     assert e.process(sample(50), 1) == []
