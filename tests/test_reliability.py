@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +170,27 @@ def threads_of(pid: int) -> int:
     return 0
 
 
-def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path: Path) -> None:
-    base = tmp_path / "w"
-    (base / "fuse").mkdir(parents=True)
+@contextlib.contextmanager
+def fuse_server(mount_point: Path) -> Iterator[subprocess.Popen[str]]:
+    """tests/fuse_server.py mounted at `mount_point`; SIGSTOP it to hang it."""
+    mount_point.mkdir(parents=True)
     server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_server.py"),
-                               str(base / "fuse")], stdout=subprocess.PIPE, text=True)
+                               str(mount_point)], stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
+        yield server
+    finally:
+        server.send_signal(signal.SIGCONT)
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path: Path) -> None:
+    base = tmp_path / "w"
+    with fuse_server(base / "fuse") as server:
         cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"300ms"')
         with dbus_daemon() as bus, tmpfs(base / "t", "size=10m") as t, \
                 fsmond(cfg, bus=bus) as p:
@@ -196,13 +211,6 @@ def test_a_hung_fuse_server_is_unresponsive_and_never_delays_the_others(tmp_path
             e = p.wait_for(lambda e: e["name"] == "responsive")
             assert e["device"] == fuse_dev
             assert len([x for x in p.events if x["name"] == "unresponsive"]) == 1
-    finally:
-        server.send_signal(signal.SIGCONT)
-        subprocess.run(["umount", "-l", str(base / "fuse")], check=False)
-        server.kill()
-        server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
 
 
 def test_a_fuse_server_hung_before_start_never_stops_the_daemon(tmp_path: Path) -> None:
@@ -210,11 +218,7 @@ def test_a_fuse_server_hung_before_start_never_stops_the_daemon(tmp_path: Path) 
     file system's statfs: a FUSE server that is already stopped must not hang
     the event loop there (FUSE never reports such errors anyway)."""
     base = tmp_path / "w"
-    (base / "fuse").mkdir(parents=True)
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_server.py"),
-                               str(base / "fuse")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "mounted"
+    with fuse_server(base / "fuse") as server:
         server.send_signal(signal.SIGSTOP)
         cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"300ms"')
         with tmpfs(base / "t", "size=10m") as t, fsmond(cfg) as p:
@@ -224,13 +228,6 @@ def test_a_fuse_server_hung_before_start_never_stops_the_daemon(tmp_path: Path) 
             p.wait_for(lambda e: e["name"] == "threshold" and e["mount_point"] == str(t))
             server.send_signal(signal.SIGCONT)
             p.wait_for(lambda e: e["name"] == "responsive")
-    finally:
-        server.send_signal(signal.SIGCONT)
-        subprocess.run(["umount", "-l", str(base / "fuse")], check=False)
-        server.kill()
-        server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
 
 
 def rss_kb(pid: int) -> int:
