@@ -5,10 +5,10 @@ gets a FAN_MARK_FILESYSTEM mark per watched file system on a block device
 (ext4 reports its errors this way; kmsg covers the others). Only those: the
 mark calls the file system's statfs, in which a network or FUSE file system
 can hang, and neither reports errors through fanotify. An error event
-carries the file system's fsid, the errno of
-the first error and how many errors happened since the last event was read.
-The fsid is mapped back to the device through statvfs' f_fsid taken when the
-mark was added. The parser is pure and never trusts a length it reads.
+carries the file system's fsid, the errno of the first error and how many
+errors happened since the last event was read. The fsid is mapped back to
+the device through statvfs' f_fsid taken when the mark was added. The
+parser is pure and never trusts a length it reads.
 """
 
 from __future__ import annotations
