@@ -47,16 +47,22 @@ class Publisher(Component, Protocol):
         """The events of one observation, in order (a storm's batch is one call)."""
 
 
-async def wait_for_signals(*signums: int) -> None:
+def wait_for_signals(*signums: int) -> Awaitable[None]:
+    """The handlers are in place when this returns, not when it is first
+    awaited: a stop right after "ready" must find them (it used to kill us)."""
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for s in signums:
         loop.add_signal_handler(s, done.set)
-    try:
-        await done.wait()
-    finally:
-        for s in signums:
-            loop.remove_signal_handler(s)
+
+    async def wait() -> None:
+        try:
+            await done.wait()
+        finally:
+            for s in signums:
+                loop.remove_signal_handler(s)
+
+    return wait()
 
 
 class Daemon:
@@ -306,6 +312,7 @@ class Daemon:
                     self.backends.setdefault(component.name, "started")
                 for dev in list(self.engine.filesystems):
                     self._start_error_watch(dev)
+                stop = self._shutdown_trigger()  # before anyone hears we are ready
                 log.info("fsmond %s ready: %d mounts, %d file systems watched (%s)",
                          __version__, len(self.engine.mounts), len(self.engine.filesystems),
                          self.mount_source.name)
@@ -317,7 +324,7 @@ class Daemon:
                     self._ready()
                 self.notifier.ready(self.status_line())
                 tasks.append(tg.create_task(self.notifier.watchdog()))
-                await self._shutdown_trigger()
+                await stop
                 log.info("shutting down")
                 self.notifier.stopping()
                 for t in tasks:

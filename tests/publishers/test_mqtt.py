@@ -80,6 +80,25 @@ def test_status_states_events_discovery_and_clean_stop(tmp_path: Path, broker: B
         late.close()
 
 
+def test_a_broker_that_stops_answering_never_holds_up_a_stop(tmp_path: Path,
+                                                             broker: Broker) -> None:
+    """SIGTERM while the broker is connected but hung: `offline` and the
+    DISCONNECT go unanswered, and fsmond must still stop, and cleanly."""
+    sub = Subscriber(broker.port, "test/+/status")
+    try:
+        cfg = config(tmp_path, "/nonexistent", f"mqtt://127.0.0.1:{broker.port}")
+        with fsmond(cfg) as p:
+            sub.wait_for(lambda m: m.payload == b"online")
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            p.proc.send_signal(signal.SIGTERM)
+            assert p.proc.wait(10) == 0  # a hang, not a timing: it used to never stop
+    finally:
+        if broker.proc is not None:
+            broker.proc.send_signal(signal.SIGCONT)
+        sub.close()
+
+
 def test_kill_9_leaves_the_will(tmp_path: Path, broker: Broker) -> None:
     sub = Subscriber(broker.port, "test/+/status")
     try:
