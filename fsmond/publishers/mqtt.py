@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STATE_INTERVAL = 0.5  # seconds: state changes of one file system are coalesced to this
 BACKOFF_START = 0.5
+LEAVE_TIMEOUT = 1.0  # seconds: a stop waits this long for the broker to see us go
 
 
 def jitter(seconds: float) -> float:
@@ -104,6 +105,7 @@ class MqttPublisher:
     async def run(self, started: Callable[[], None]) -> None:
         started()
         delay = BACKOFF_START
+        stopping = False
         while True:
             try:
                 async with self._client() as client:
@@ -114,13 +116,20 @@ class MqttPublisher:
                     try:
                         await self._session(client)
                     except asyncio.CancelledError:
+                        stopping = True
                         await self._say_offline(client)
+                        client.timeout = LEAVE_TIMEOUT  # for the DISCONNECT's answer
                         raise
             except* aiomqtt.MqttError as lost:
                 # Grouped when a task of the session's TaskGroup saw the loss first.
                 log.warning("MQTT: %s; retrying in about %.1fs", lost.exceptions[0], delay)
             finally:
                 self.connected = False
+            if stopping:
+                # Leaving the broker failed, and its MqttError took the cancel's
+                # place above: retrying would never stop. (Not Task.cancelling():
+                # on 3.11 a TaskGroup that saw a lost broker leaves it set.)
+                raise asyncio.CancelledError
             await asyncio.sleep(jitter(delay))
             delay = min(self.config.reconnect_max, delay * 2)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiomqtt
 import pytest
 
 from tests.publishers.mosquitto import Broker, Subscriber
@@ -215,3 +218,48 @@ def test_a_broker_away_drops_the_oldest_beyond_the_bound_and_says_so(tmp_path: P
         assert status["mqtt_dropped"]["data"] >= 8
         assert any("oldest items dropped" in line for line in p.stderr)
     subprocess.run(f"umount {base}/*", shell=True, check=False)
+
+
+def test_a_stop_is_not_lost_when_leaving_the_broker_fails(tmp_path: Path,
+                                                         broker: Broker) -> None:
+    """aiomqtt raises MqttError when the DISCONNECT is not answered in time;
+    during a stop that error must not be taken for a lost broker and retried."""
+    from fsmond.config import load_config
+    from fsmond.publishers.mqtt import MqttPublisher
+
+    fail = [True]
+
+    class Leaving(aiomqtt.Client):
+        async def __aexit__(self, *exc: Any) -> None:
+            await super().__aexit__(*exc)
+            if fail[0]:
+                raise aiomqtt.MqttError("Operation timed out")
+
+    class FailingToLeave(MqttPublisher):
+        def _client(self) -> aiomqtt.Client:
+            client = super()._client()
+            client.__class__ = Leaving
+            return client
+
+    cfg = load_config(str(config(tmp_path, "/nonexistent", f"mqtt://127.0.0.1:{broker.port}")))
+    assert cfg.mqtt is not None
+
+    sub = Subscriber(broker.port, "test/+/status")
+
+    async def main() -> None:
+        daemon: Any = type("D", (), {"engine": type("E", (), {"filesystems": {}})()})()
+        publisher = FailingToLeave(cfg.mqtt, daemon)
+        task = asyncio.create_task(publisher.run(lambda: None))
+        await asyncio.to_thread(sub.wait_for, lambda m: m.payload == b"online")
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10)
+        if task not in done:  # it swallowed the stop: let it go, then fail
+            fail[0] = False
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+        assert task in done and task.cancelled()
+
+    try:
+        asyncio.run(main())
+    finally:
+        sub.close()
