@@ -84,7 +84,7 @@ class Daemon:
         self._shutdown_trigger = shutdown_trigger or (
             lambda: wait_for_signals(signal.SIGTERM, signal.SIGINT))
         self._ready = ready
-        self.started_at = time.time()
+        self.started_at = time.monotonic()
         self.notifier = Notifier()
         self.tracer: Tracer | None = None  # --trace: every observation, for replay
         self.events = 0
@@ -111,9 +111,9 @@ class Daemon:
         if loop is not None and threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.emit, obs)
             return
-        now = time.time()
+        now = self._now()
         if self.tracer is not None:
-            self.tracer.write(obs, now)
+            self.tracer.write(obs, now + self.engine.wall_offset)  # replayed on wall time
         events = self.engine.process(obs, now)
         if self._batch is not None:
             self._batch += events
@@ -138,6 +138,13 @@ class Daemon:
         finally:
             self._batch = None
         self._deliver(events)
+
+    def _now(self) -> float:
+        """The engine's clock, monotonic (see Engine.wall_offset), with the wall
+        clock's lead brought up to date for the events' time."""
+        now = time.monotonic()
+        self.engine.wall_offset = time.time() - now
+        return now
 
     def _deliver(self, events: list[Event]) -> None:
         if events:
@@ -169,7 +176,7 @@ class Daemon:
         if fs.fstype in ("ext4", "ext3", "ext2"):
             history = _error_history(dev)
             if history is not None:
-                self._deliver(self.engine.process(history, time.time()))
+                self._deliver(self.engine.process(history, self._now()))
 
     def _schedule_tick(self) -> None:
         deadline = self.engine.next_deadline()
@@ -178,9 +185,9 @@ class Daemon:
 
         def tick() -> None:
             self._tick = None
-            self._deliver(self.engine.tick(time.time()))
+            self._deliver(self.engine.tick(self._now()))
 
-        self._tick = self._loop.call_later(max(0.0, deadline - time.time()) + 0.001, tick)
+        self._tick = self._loop.call_later(max(0.0, deadline - self._now()) + 0.001, tick)
 
     def _poll_delay(self, dev: DevNum) -> float:
         d = self.config.daemon
@@ -191,7 +198,7 @@ class Daemon:
 
     def note(self, cls: str, name: str, details: dict[str, Any]) -> None:
         """An event of the daemon itself (config errors), attached to no file system."""
-        self._deliver([self.engine.note(cls, name, details, time.time())])
+        self._deliver([self.engine.note(cls, name, details, self._now())])
 
     # ------------------------------------------------- what clients may ask
 
@@ -199,19 +206,19 @@ class Daemon:
         """AddWatch: validated like a [[watch]]; returns the file system's object path."""
         _check_path(mount_point)
         spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
-        self._deliver(self.engine.add_watch(mount_point, spec, time.time()))
+        self._deliver(self.engine.add_watch(mount_point, spec, self._now()))
         entry = self.engine.mounts.at(mount_point)
         return fs_object_path(entry.device if entry else None)
 
     def remove_watch(self, mount_point: str) -> None:
         _check_path(mount_point)
-        self._deliver(self.engine.remove_watch(mount_point, time.time()))
+        self._deliver(self.engine.remove_watch(mount_point, self._now()))
 
     def status(self) -> dict[str, Any]:
         """GetStatus and `fsmonctl status`: versions, backends, counts."""
         out: dict[str, Any] = {
             "version": __version__,
-            "uptime": round(time.time() - self.started_at, 3),
+            "uptime": round(time.monotonic() - self.started_at, 3),
             "mount_backend": self.mount_source.name,
             "error_backends": [n for n, c in (("kmsg", self.kmsg), ("fanotify", self.fserror))
                                if c is not None and n not in self.failed],
@@ -246,7 +253,7 @@ class Daemon:
         self.last_reload_error = ""
         self.config = new
         log.info("configuration reloaded from %s", self.config_path or "defaults")
-        self._deliver(self.engine.set_policy(new, time.time()))
+        self._deliver(self.engine.set_policy(new, self._now()))
         self.sampler.poke()
 
     last_reload_error = ""

@@ -2,7 +2,7 @@
 same observations at the same times give the same events.
 
 `fsmond --trace FILE` appends one JSON line per observation (its type, the
-time the engine was given and the values). `replay()` feeds a trace through
+wall-clock time it came at and the values). `replay()` feeds a trace through
 a fresh Engine; tests use it to check that the running daemon's threshold
 events are exactly the pure state machine's answer to the samples it saw.
 Reloads and run-time watch changes are not traced.

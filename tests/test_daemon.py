@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,38 @@ def test_an_ext4_error_is_one_event_with_both_views_from_the_fanotify_read(
     assert "one turn" in error.details["message"] and error.details["errno"] > 0
     assert error.details["sources"] == ["fanotify", "kmsg"]
     assert task is None  # the fanotify reader's callback, not kmsg's own task
+
+
+def test_a_step_back_of_the_wall_clock_never_silences_errors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTP may set the clock back by hours at boot. The second of two errors
+    a moment apart is folded into the first one's one-second window and
+    published when it ends: that end must come a second later by the
+    monotonic clock, not when the wall clock is back where it was."""
+    with loop_ext4(tmp_path / "img", tmp_path / "m") as (m, loop):
+        config = parse_config(f'[daemon]\nudev = false\n[[watch]]\npath = "{m}"\n')
+        collect = Collect()
+        trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
+        wall = time.time
+
+        async def errors(n: int) -> None:
+            while sum(e.name == "error" for e in collect.events) < n:
+                collect.arrived.clear()
+                await asyncio.wait_for(collect.arrived.wait(), 10)
+
+        async def two_errors_an_hour_apart_by_the_wall_clock() -> None:
+            await asyncio.to_thread(trigger.write_text, "before the step\n")
+            await errors(1)
+            monkeypatch.setattr(time, "time", lambda: wall() - 3600)
+            await asyncio.to_thread(trigger.write_text, "after the step\n")
+            await errors(2)  # the fold window's end: about a second later
+
+        d = Daemon(config, publishers=[collect],
+                   shutdown_trigger=two_errors_an_hour_apart_by_the_wall_clock)
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()
+    first, second = [e for e in collect.events if e.name == "error"]
+    assert second.details["count"] >= 1  # the folded one (it keeps the window's text)
+    assert second.time < first.time - 3000  # stamps still follow the wall clock

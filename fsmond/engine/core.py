@@ -71,6 +71,12 @@ class Engine:
         self._found: dict[DevNum, MountKey | None] = {}  # the key that named a device's watch
         self._added: dict[DevNum, list[MountKey]] = {}  # keys added since the last _resolve
         self.seq = 0
+        # `now` in every call is the caller's clock for durations (fill rates,
+        # error windows); an event's time is now + wall_offset. The daemon runs
+        # the engine on the monotonic clock, so that a step of the wall clock
+        # (NTP at boot) neither silences errors for the length of the step nor
+        # bends a fill rate, and sets wall_offset to the wall clock's lead.
+        self.wall_offset = 0.0
         self.started = False
         # Per device, the sort keys of its mounts, kept sorted as they change: a
         # storm of bind mounts of one file system must not re-sort thousands
@@ -397,14 +403,16 @@ class Engine:
                mount_point: str, source: str = "", pid: int = 0, comm: str = "") -> Event:
         """A numbered event of a watched file system."""
         self.seq += 1
-        return Event(self.seq, now, cls, name, fs_object_path(fs.device), mount_point, fs.fstype,
-                     source or fs.source, dev_str(fs.device), pid, comm, details)
+        return Event(self.seq, now + self.wall_offset, cls, name, fs_object_path(fs.device),
+                     mount_point, fs.fstype, source or fs.source, dev_str(fs.device), pid,
+                     comm, details)
 
     def _make(self, n: Notice, now: float, device: DevNum | None, source: str) -> Event:
         """A numbered event that no watched file system owns."""
         self.seq += 1
-        return Event(seq=self.seq, time=now, cls=n.cls, name=n.name, source=source,
-                     device=dev_str(device), pid=n.pid, comm=n.comm, details=n.details)
+        return Event(seq=self.seq, time=now + self.wall_offset, cls=n.cls, name=n.name,
+                     source=source, device=dev_str(device), pid=n.pid, comm=n.comm,
+                     details=n.details)
 
 
 MountKey = tuple[bool, int, str, int]
