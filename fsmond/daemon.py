@@ -65,6 +65,22 @@ def wait_for_signals(*signums: int) -> Awaitable[None]:
     return wait()
 
 
+RECANCEL = 3.0  # seconds; more than the MQTT publisher's 2 s to say offline
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel, and cancel again whatever still runs: on 3.11 a cancel that
+    comes together with a wake-up is lost inside asyncio.wait_for, which
+    libraries use (aiomqtt around every publish), and the component goes on."""
+    pending = set(tasks)
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL)
+        if pending:
+            log.warning("still stopping: %s", ", ".join(t.get_name() for t in pending))
+
+
 class Daemon:
     def __init__(
         self,
@@ -309,7 +325,8 @@ class Daemon:
                 tasks = []
                 for component, required in self._components():
                     started = asyncio.Event()
-                    tasks.append(tg.create_task(self._run_component(component, required, started)))
+                    tasks.append(tg.create_task(self._run_component(component, required, started),
+                                                name=component.name))
                     # Start in order: publishers before sources, mounts before sampling.
                     done, _ = await asyncio.wait(
                         [tasks[-1], asyncio.create_task(started.wait())],
@@ -334,8 +351,7 @@ class Daemon:
                 await stop
                 log.info("shutting down")
                 self.notifier.stopping()
-                for t in tasks:
-                    t.cancel()
+                await _cancel_all(tasks)
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
             if self._tick is not None:

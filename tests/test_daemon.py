@@ -4,6 +4,7 @@ through the injectable shutdown trigger."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from pathlib import Path
@@ -58,6 +59,30 @@ def test_ready_after_every_component_then_injected_shutdown(tmp_path: Path) -> N
     assert "kmsg" in seen_at_ready["error_backends"]  # type: ignore[operator]
     assert seen_at_ready["frozen"] > 10_000  # start-up's objects are out of the cyclic GC
     assert [e.name for e in collect.events] == ["watch-added"]
+
+
+class LosesOneCancel(Collect):
+    """A component inside which the stop's cancel is lost, as on 3.11 in
+    asyncio.wait_for when the awaited thing completes at the same moment."""
+
+    name = "loses-one-cancel"
+
+    async def run(self, started: object) -> None:
+        started()  # type: ignore[operator]
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Future()
+        await asyncio.Future()
+
+
+def test_a_component_that_loses_the_stop_s_cancel_still_stops(tmp_path: Path) -> None:
+    config = parse_config("[daemon]\nudev = false\n")
+    stop = asyncio.Event()
+    d = Daemon(config, publishers=[LosesOneCancel()], shutdown_trigger=stop.wait,
+               ready=stop.set)
+    try:
+        asyncio.run(asyncio.wait_for(d.run(), 30))  # it never stopped before
+    finally:
+        gc.unfreeze()
 
 
 def test_an_ext4_error_is_one_event_with_both_views_from_the_fanotify_read(
