@@ -197,12 +197,13 @@ class FanotifyMountSource:
         for a line this parser does not follow (statmount will tell)."""
         out: list[tuple[int, MountEntry | None]] = []
         for line in self._new_lines():
-            head = line.split(b" ", 1)[0]
-            if head.isdigit():
-                try:
-                    out.append((int(head), parse_line(line)))
-                except KernelFormatError:
+            try:
+                entry = parse_line(line)
+            except KernelFormatError:  # the empty line after the last, or one we misread
+                if (head := line.split(b" ", 1)[0]).isdigit():
                     out.append((int(head), None))
+                continue
+            out.append((entry.mount_id, entry))
         return out
 
     async def _sweep(self) -> None:
