@@ -112,7 +112,7 @@ class Daemon:
         self._tick: asyncio.TimerHandle | None = None
         self.sampler = SpaceSampler(
             self.emit, self.engine.sample_targets, self._poll_delay,
-            timeout=config.daemon.statvfs_timeout, read_super=_super_reader(),
+            timeout=config.daemon.statvfs_timeout, read_fs=_fs_reader(),
         )
         self.fserror: Any = None
         self.kmsg: Any = None
@@ -383,7 +383,7 @@ def _error_history(dev: DevNum) -> ErrorHistory | None:
     return error_history_for(dev)
 
 
-def _super_reader() -> Callable[[str], tuple[DevNum, str] | None] | None:
+def _fs_reader() -> Callable[[str], tuple[DevNum, str] | None] | None:
     try:
         from fsmond.sources.mountapi import file_system_at
     except ImportError:

@@ -17,7 +17,7 @@ adaptive schedule: sooner when the fill rate predicts a level crossing).
 The path is a mount point, and its file system can be unmounted between the
 mount table and the call; statvfs then measures whatever the path shows
 instead. So after each statvfs the sampler asks which file system the path
-shows (`read_super`: statx's mount id, then statmount, which also gives the
+shows (`read_fs`: statx's mount id, then statmount, which also gives the
 superblock options) and drops numbers that belong to another one.
 """
 
@@ -39,8 +39,8 @@ from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOpt
 log = logging.getLogger(__name__)
 
 Targets = Callable[[], list[tuple[DevNum, str]]]
-# What is mounted at a path now: its superblock device and options (None: unknown).
-ReadSuper = Callable[[str], tuple[DevNum, str] | None]
+# Which file system a path shows now: its device and superblock options (None: unknown).
+ReadFs = Callable[[str], tuple[DevNum, str] | None]
 
 
 @dataclass(slots=True)
@@ -79,7 +79,7 @@ class SpaceSampler:
         timeout: float = 2.0,
         workers: int = 2,
         max_threads: int = 16,
-        read_super: ReadSuper | None = None,
+        read_fs: ReadFs | None = None,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
     ) -> None:
         self._statvfs = statvfs
@@ -89,7 +89,7 @@ class SpaceSampler:
         self.timeout = timeout
         self._base_workers = workers
         self.max_threads = max(workers, max_threads)
-        self._read_super = read_super
+        self._read_fs = read_fs
         self._jobs: queue.SimpleQueue[tuple[DevNum, str] | None] = queue.SimpleQueue()
         self._due: dict[DevNum, float] = {}
         self._flights: dict[DevNum, _Flight] = {}
@@ -183,7 +183,7 @@ class SpaceSampler:
             options = None
             try:
                 result = sample_path(dev, path, self._statvfs)
-                seen = self._read_super(path) if self._read_super is not None else None
+                seen = self._read_fs(path) if self._read_fs is not None else None
                 if seen is not None:
                     seen_dev, options = seen
                     if seen_dev != dev:

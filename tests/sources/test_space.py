@@ -116,7 +116,7 @@ def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path) -
     async def main() -> None:
         two_calls.append((asyncio.get_running_loop(), asyncio.Event()))
         s = SpaceSampler(got.append, lambda: [(dev, str(t))], lambda d: 0.05,
-                         read_super=file_system_at, statvfs=statvfs)
+                         read_fs=file_system_at, statvfs=statvfs)
         task = asyncio.create_task(s.run(lambda: None))
         await asyncio.wait_for(two_calls[-1][1].wait(), 10)
         await asyncio.sleep(0.1)
