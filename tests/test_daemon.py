@@ -32,6 +32,12 @@ class Collect:
         self.calls.append((events, asyncio.current_task()))
         self.arrived.set()
 
+    async def errors(self, n: int) -> None:
+        """Until `n` error events have come."""
+        while sum(e.name == "error" for e in self.events) < n:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 10)
+
     async def run(self, started: object) -> None:
         started()  # type: ignore[operator]
         await asyncio.Future()
@@ -98,9 +104,7 @@ def test_an_ext4_error_is_one_event_with_both_views_from_the_fanotify_read(
         async def stop_after_error() -> None:
             await asyncio.to_thread(
                 Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text, "one turn\n")
-            while not any(e.name == "error" for e in collect.events):
-                collect.arrived.clear()
-                await asyncio.wait_for(collect.arrived.wait(), 10)
+            await collect.errors(1)
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=stop_after_error)
         try:
@@ -128,17 +132,12 @@ def test_a_step_back_of_the_wall_clock_never_silences_errors(
         trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
         wall = time.time
 
-        async def errors(n: int) -> None:
-            while sum(e.name == "error" for e in collect.events) < n:
-                collect.arrived.clear()
-                await asyncio.wait_for(collect.arrived.wait(), 10)
-
         async def two_errors_an_hour_apart_by_the_wall_clock() -> None:
             await asyncio.to_thread(trigger.write_text, "before the step\n")
-            await errors(1)
+            await collect.errors(1)
             monkeypatch.setattr(time, "time", lambda: wall() - 3600)
             await asyncio.to_thread(trigger.write_text, "after the step\n")
-            await errors(2)  # the fold window's end: about a second later
+            await collect.errors(2)  # the fold window's end: about a second later
 
         d = Daemon(config, publishers=[collect],
                    shutdown_trigger=two_errors_an_hour_apart_by_the_wall_clock)
