@@ -15,6 +15,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -29,7 +30,7 @@ from fsmond.errors import FsmondError, InvalidArgsError
 from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
-from fsmond.sources.space import SpaceSampler
+from fsmond.sources.space import Check, SpaceSampler
 from fsmond.sources.udev import UdevSource
 from fsmond.trace import Tracer
 
@@ -110,9 +111,10 @@ class Daemon:
         self._thread = 0
         self._batch: list[Event] | None = None  # see emit_fs_errors
         self._tick: asyncio.TimerHandle | None = None
+        self._check = _fs_check(config.daemon.mount_namespace)
         self.sampler = SpaceSampler(
             self.emit, self.engine.sample_targets, self._poll_delay,
-            timeout=config.daemon.statvfs_timeout, read_fs=_fs_reader(),
+            timeout=config.daemon.statvfs_timeout, check=self._check,
         )
         self.fserror: Any = None
         self.kmsg: Any = None
@@ -187,8 +189,9 @@ class Daemon:
         fs = self.engine.filesystems.get(dev)
         if fs is None or not fs.mount_points:
             return
-        if self.fserror is not None:
-            self.fserror.watch(dev, fs.mount_points[0])
+        top = self.engine.visible_mount(dev)
+        if self.fserror is not None and top is not None:
+            self.fserror.watch(dev, top.mount_point, top.mount_id)
         if fs.fstype in ("ext4", "ext3", "ext2"):
             history = _error_history(dev)
             if history is not None:
@@ -287,7 +290,7 @@ class Daemon:
                                        replay=d.kmsg_replay)
         if d.fanotify_errors:
             self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource",
-                                          emit=self.emit_fs_errors)
+                                          emit=self.emit_fs_errors, check=self._check)
         out += [(c, False) for c in (self.kmsg, self.fserror) if c is not None]
         if d.udev:
             out.append((UdevSource(self.emit), False))
@@ -383,9 +386,24 @@ def _error_history(dev: DevNum) -> ErrorHistory | None:
     return error_history_for(dev)
 
 
-def _fs_reader() -> Callable[[str], tuple[DevNum, str] | None] | None:
+def _fs_check(mount_namespace: str) -> Check | None:
+    """How the sampler and the error marks tell that a path still shows the
+    file system meant: by statmount's device where the kernel has statmount,
+    else by statx's mount id, whose ids are only those of our own namespace."""
     try:
-        from fsmond.sources.mountapi import file_system_at
+        from fsmond.sources import mountapi
     except ImportError:
         return None
-    return file_system_at
+    if mountapi.has_statmount():
+        return mountapi.shows_device
+    if not mount_namespace or _same_file(mount_namespace, "/proc/self/ns/mnt"):
+        return mountapi.shows_mount
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

@@ -173,6 +173,13 @@ def dev_of(path: Path) -> str:
     return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
 
 
+def mount_id_of(path: Path) -> int:
+    """The mountinfo id of the mount visible at `path` (the last one mounted there)."""
+    ids = [int(line.split()[0]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
+           if line.split()[4] == str(path)]
+    return ids[-1]
+
+
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from fsmond.config import parse_config
-from fsmond.daemon import Daemon
+from fsmond.daemon import Daemon, _fs_check
 from fsmond.events import Event
+from fsmond.sources import mountapi
 from tests.running import loop_ext4, tmpfs
 
 pytestmark = [pytest.mark.root]
@@ -148,3 +151,53 @@ def test_a_step_back_of_the_wall_clock_never_silences_errors(
     first, second = [e for e in collect.events if e.name == "error"]
     assert second.details["count"] >= 1  # the folded one (it keeps the window's text)
     assert second.time < first.time - 3000  # stamps still follow the wall clock
+
+
+@pytest.mark.parametrize("namespace", ["", "/proc/self/ns/mnt"])
+def test_without_statmount_samples_are_checked_by_the_mount_id(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, namespace: str) -> None:
+    """Kernels 5.8 - 6.7 have no statmount: the sampler tells a path that no
+    longer shows its file system by statx's mount id against the mount table's,
+    which must be the same kind of id (mountinfo's), or nothing is ever sampled."""
+    monkeypatch.setattr(mountapi, "has_statmount", lambda: False)
+    with tmpfs(tmp_path / "t", "size=1m") as t:
+        config = parse_config(
+            f'[daemon]\nudev = false\nmount_backend = "mountinfo"\n'
+            f'mount_namespace = "{namespace}"\n'
+            f'[[watch]]\npath = "{t}"\nlower = "2MiB"\nupper = "1KiB"\n')
+        collect = Collect()
+
+        async def until_a_level_is_reached() -> None:
+            while not any(e.name == "threshold" for e in collect.events):
+                collect.arrived.clear()
+                await asyncio.wait_for(collect.arrived.wait(), 10)
+
+        d = Daemon(config, publishers=[collect], shutdown_trigger=until_a_level_is_reached)
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()
+    assert d.sampler._check is mountapi.shows_mount
+    (reached,) = [e for e in collect.events if e.name == "threshold"]
+    assert reached.details["level"] == "lower" and reached.details["available"] == 1 << 20
+
+
+def test_without_statmount_another_namespace_s_mount_ids_are_not_compared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mount ids are per namespace: statx here gives this namespace's ids, never
+    the followed one's, so the check would drop every sample."""
+    monkeypatch.setattr(mountapi, "has_statmount", lambda: False)
+    other = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sleep", "30"])
+    try:
+        ns = f"/proc/{other.pid}/ns/mnt"
+        deadline = time.monotonic() + 5
+        while os.readlink(ns) == os.readlink("/proc/self/ns/mnt"):  # until unshare has run
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert _fs_check(ns) is None
+        assert _fs_check(f"/proc/{os.getpid()}/ns/mnt") is mountapi.shows_mount  # ours
+    finally:
+        other.kill()
+        other.wait()
+    monkeypatch.undo()
+    assert _fs_check(ns) is mountapi.shows_device  # statmount works in any namespace

@@ -208,17 +208,25 @@ class Engine:
         mounts = self.mounts.mounts
         return [mounts[k[3]] for k in self._by_device.get(device, ())]
 
-    def sample_targets(self) -> list[tuple[DevNum, str]]:
-        """One path per watched file system for statvfs: its first mount point
-        that shows it, not one another mount covers (never an autofs trigger:
-        autofs is always ignored, so it never becomes a FileSystem)."""
+    def visible_mount(self, device: DevNum) -> MountEntry | None:
+        """The mount a file system is best looked at through: its first mount
+        point that shows it, not one another mount covers (statvfs there would
+        measure the other one). Never an autofs trigger: autofs is always
+        ignored, so it never becomes a FileSystem."""
+        fs = self.filesystems.get(device)
+        for point in fs.mount_points if fs is not None else ():  # nearly always the first
+            top = self.mounts.at(point)
+            if top is not None and top.device == device:
+                return top
+        return None
+
+    def sample_targets(self) -> list[tuple[DevNum, str, int]]:
+        """(device, path, mount id) per watched file system for statvfs."""
         out = []
-        for dev, fs in self.filesystems.items():
-            for point in fs.mount_points:  # nearly always the first
-                top = self.mounts.at(point)
-                if top is not None and top.device == dev:
-                    out.append((dev, point))
-                    break
+        for dev in self.filesystems:
+            top = self.visible_mount(dev)
+            if top is not None:
+                out.append((dev, top.mount_point, top.mount_id))
         return out
 
     # ------------------------------------------------------------------ mounts

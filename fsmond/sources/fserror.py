@@ -7,8 +7,10 @@ mark calls the file system's statfs, in which a network or FUSE file system
 can hang, and neither reports errors through fanotify. An error event
 carries the file system's fsid, the errno of the first error and how many
 errors happened since the last event was read. The fsid is mapped back to
-the device through statvfs' f_fsid taken when the mark was added. The
-parser is pure and never trusts a length it reads.
+the device through statvfs' f_fsid taken when the mark was added. A path
+can show another file system by then (unmounted since the mount table said
+otherwise): the mark is checked after it is made, and undone if it went to
+the wrong one. The parser is pure and never trusts a length it reads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from fsmond.errors import KernelFeatureError
 from fsmond.events import DevNum, KernelReport, Observation
 from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
-from fsmond.sources.mountapi import file_system_at
+from fsmond.sources.space import Check
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +72,18 @@ def parse_fs_error_events(buf: bytes) -> list[FsError]:
 class FsErrorSource:
     name = "fanotify-errors"
 
-    def __init__(self, emit: Callable[[list[Observation]], None]) -> None:
+    def __init__(self, emit: Callable[[list[Observation]], None],
+                 check: Check | None = None) -> None:
         self._emit = emit  # the reports of one read (the daemon reads kmsg with them)
+        self._check = check
         self._fd = -1
         self._by_fsid: dict[int, DevNum] = {}
         self._paths: dict[DevNum, tuple[str, int]] = {}
         self.overflows = 0
 
-    def watch(self, device: DevNum, path: str) -> bool:
-        """Mark the file system at `path`; False when it (or the kernel) cannot."""
+    def watch(self, device: DevNum, path: str, mount_id: int) -> bool:
+        """Mark the file system the mount table says `path` (mount `mount_id`)
+        shows; False when it (or the kernel) cannot."""
         if self._fd < 0 or device in self._paths:
             return device in self._paths
         if device[0] == 0:  # no block device: nothing to report, maybe a hang (above)
@@ -92,8 +97,7 @@ class FsErrorSource:
         if rc != 0:
             log.debug("no FAN_FS_ERROR on %s: %s", path, os.strerror(ctypes.get_errno()))
             return False
-        seen = file_system_at(path)
-        if seen is not None and seen[0] != device:
+        if self._check is not None and not self._check(path, device, mount_id)[0]:
             # Unmounted meanwhile: the fsid and the mark were the parent's.
             if fsid not in self._by_fsid:
                 self._unmark(path)

@@ -189,7 +189,7 @@ def file_system_at(path: str) -> tuple[DevNum, str] | None:
     tell. The options are where ext4's emergency_ro shows; the device tells
     whether a statvfs of `path` was of the file system meant, or of what the
     path showed once it was unmounted."""
-    mnt_id = _statx_mnt_id(path)
+    mnt_id = _statx_mnt_id(path, _STATX_MNT_ID_UNIQUE)
     if mnt_id is None:
         return None
     try:
@@ -200,18 +200,43 @@ def file_system_at(path: str) -> tuple[DevNum, str] | None:
     return None if found is None else (found.entry.device, found.entry.super_options)
 
 
-_STATX_MNT_ID_UNIQUE = 0x4000
+def mount_id_at(path: str) -> int | None:
+    """The mountinfo id of the mount `path` shows now (statx, Linux >= 5.8);
+    None where the kernel cannot tell."""
+    return _statx_mnt_id(path, _STATX_MNT_ID)
+
+
+# Whether `path` still shows the file system meant, given as its device and
+# the mountinfo id of the mount the table says shows it, and its superblock
+# options where they come with the answer. A path can show another file
+# system than the table says: unmounted (or mounted over) since.
+def shows_device(path: str, device: DevNum, mount_id: int) -> tuple[bool, str | None]:
+    """By the device (needs statmount, Linux >= 6.8; works in any namespace)."""
+    seen = file_system_at(path)
+    if seen is None:
+        return True, None
+    return (True, seen[1]) if seen[0] == device else (False, None)
+
+
+def shows_mount(path: str, device: DevNum, mount_id: int) -> tuple[bool, str | None]:
+    """By the mount id (Linux >= 5.8), which is per namespace: only for mount
+    ids of the namespace the path is looked up in."""
+    seen = mount_id_at(path)
+    return seen is None or seen == mount_id, None
+
+
+_STATX_MNT_ID, _STATX_MNT_ID_UNIQUE = 0x1000, 0x4000
 _AT_NO_AUTOMOUNT, _AT_STATX_DONT_SYNC, _AT_SYMLINK_NOFOLLOW = 0x800, 0x4000, 0x100
 _STX_MNT_ID_OFFSET = 0x90  # struct statx: stx_mnt_id
 
 
-def _statx_mnt_id(path: str) -> int | None:
+def _statx_mnt_id(path: str, which: int) -> int | None:
     buf = ctypes.create_string_buffer(256)
     flags = _AT_NO_AUTOMOUNT | _AT_STATX_DONT_SYNC | _AT_SYMLINK_NOFOLLOW
-    if _libc.statx(-100, os.fsencode(path), flags, _STATX_MNT_ID_UNIQUE, buf) != 0:
+    if _libc.statx(-100, os.fsencode(path), flags, which, buf) != 0:
         return None
     mask = struct.unpack_from("=I", buf.raw, 0)[0]
-    if not mask & _STATX_MNT_ID_UNIQUE:
+    if not mask & which:
         return None
     return int(struct.unpack_from("=Q", buf.raw, _STX_MNT_ID_OFFSET)[0])
 

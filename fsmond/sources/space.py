@@ -16,9 +16,10 @@ adaptive schedule: sooner when the fill rate predicts a level crossing).
 
 The path is a mount point, and its file system can be unmounted between the
 mount table and the call; statvfs then measures whatever the path shows
-instead. So after each statvfs the sampler asks which file system the path
-shows (`read_fs`: statx's mount id, then statmount, which also gives the
-superblock options) and drops numbers that belong to another one.
+instead. So after each statvfs the sampler asks whether the path still
+shows the file system meant (`check`: by statmount's device where the kernel
+has statmount, which also gives the superblock options, else by statx's mount
+id) and drops numbers that belong to another one.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOpt
 
 log = logging.getLogger(__name__)
 
-Targets = Callable[[], list[tuple[DevNum, str]]]
-# Which file system a path shows now: its device and superblock options (None: unknown).
-ReadFs = Callable[[str], tuple[DevNum, str] | None]
+Targets = Callable[[], list[tuple[DevNum, str, int]]]  # device, path, the mount's id
+# Whether a path shows the file system meant (its device, the mount's id), and
+# its superblock options where the answer gives them: mountapi.shows_*.
+Check = Callable[[str, DevNum, int], tuple[bool, str | None]]
 
 
 @dataclass(slots=True)
@@ -79,7 +81,7 @@ class SpaceSampler:
         timeout: float = 2.0,
         workers: int = 2,
         max_threads: int = 16,
-        read_fs: ReadFs | None = None,
+        check: Check | None = None,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
     ) -> None:
         self._statvfs = statvfs
@@ -89,8 +91,8 @@ class SpaceSampler:
         self.timeout = timeout
         self._base_workers = workers
         self.max_threads = max(workers, max_threads)
-        self._read_fs = read_fs
-        self._jobs: queue.SimpleQueue[tuple[DevNum, str] | None] = queue.SimpleQueue()
+        self._check = check
+        self._jobs: queue.SimpleQueue[tuple[DevNum, str, int] | None] = queue.SimpleQueue()
         self._due: dict[DevNum, float] = {}
         self._flights: dict[DevNum, _Flight] = {}
         self._busy: dict[int, DevNum] = {}  # worker thread ident -> device in its call
@@ -128,12 +130,12 @@ class SpaceSampler:
 
     def _schedule(self, now: float) -> float:
         """Start due jobs, flag overdue calls; seconds until something is due."""
-        targets = dict(self._targets())
+        targets = {dev: (path, mnt_id) for dev, path, mnt_id in self._targets()}
         for dev in list(self._due):
             if dev not in targets:
                 del self._due[dev]
         wait = self.timeout
-        for dev, path in targets.items():
+        for dev, (path, mnt_id) in targets.items():
             flight = self._flights.get(dev)
             if flight is not None:
                 if flight.started is None:
@@ -150,7 +152,7 @@ class SpaceSampler:
             due = self._due.setdefault(dev, now)
             if due <= now:
                 self._flights[dev] = _Flight()
-                self._jobs.put((dev, path))
+                self._jobs.put((dev, path, mnt_id))
             else:
                 wait = min(wait, due - now)
         return wait
@@ -174,7 +176,7 @@ class SpaceSampler:
     def _work(self) -> None:
         me = threading.get_ident()
         while (job := self._jobs.get()) is not None:
-            dev, path = job
+            dev, path, mnt_id = job
             self._busy[me] = dev
             flight = self._flights.get(dev)
             if flight is not None:
@@ -183,14 +185,12 @@ class SpaceSampler:
             options = None
             try:
                 result = sample_path(dev, path, self._statvfs)
-                seen = self._read_fs(path) if self._read_fs is not None else None
-                if seen is not None:
-                    seen_dev, options = seen
-                    if seen_dev != dev:
+                if self._check is not None:
+                    ours, options = self._check(path, dev, mnt_id)
+                    if not ours:
                         # Unmounted (or mounted over) since the mount table said
                         # so: the numbers are of whatever the path shows now.
-                        options = None
-                        result = OSError(errno.ESTALE, f"the path shows {seen_dev} now")
+                        result = OSError(errno.ESTALE, "the path shows another file system")
             except OSError as e:
                 result = e
             finally:

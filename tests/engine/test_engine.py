@@ -83,7 +83,7 @@ def test_start_watches_non_ignored_file_systems_without_mount_events() -> None:
     assert names(events) == [("info", "watch-added")]
     assert events[0].fs == "/org/fsmond/FsMon1/fs/7_0" and events[0].mount_point == "/data"
     assert list(e.filesystems) == [DEV]
-    assert e.sample_targets() == [(DEV, "/data")]
+    assert e.sample_targets() == [(DEV, "/data", DATA.mount_id)]
     assert [ev.seq for ev in events] == [1]
 
 
@@ -93,12 +93,13 @@ def test_a_covered_mount_point_is_not_sampled_through() -> None:
     e, _ = started()
     over = MountEntry(31, 30, (0, 50), "/", "/data", "rw", "tmpfs", "tmpfs", "rw")
     e.process(MountDelta(added=(over,)), 1)
-    assert (DEV, "/data") not in e.sample_targets()
-    assert ((0, 50), "/data") in e.sample_targets()
+    assert (DEV, "/data", DATA.mount_id) not in e.sample_targets()
+    assert ((0, 50), "/data", 31) in e.sample_targets()
     bind = dataclasses.replace(DATA, mount_id=32, mount_point="/srv/more")
     e.process(MountDelta(added=(bind,)), 2)
     assert e.filesystems[DEV].mount_points[0] == "/data"  # its best name, covered
-    assert (DEV, "/srv/more") in e.sample_targets()  # visible there
+    assert (DEV, "/srv/more", 32) in e.sample_targets()  # visible there
+    assert e.visible_mount(DEV) == bind
 
 
 def test_thresholds_both_ways_with_details() -> None:

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 
 from fsmond.events import KernelReport, Observation
 from fsmond.sources.fserror import FsErrorSource, fsid_key, parse_fs_error_events
-from tests.running import loop_ext4, tmpfs
+from fsmond.sources.mountapi import shows_device, shows_mount
+from fsmond.sources.space import Check
+from tests.running import loop_ext4, mount_id_of, tmpfs
 
 
 def event(mask: int, fsid: tuple[int, int], errno: int, count: int) -> bytes:
@@ -55,7 +57,8 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
             started = asyncio.Event()
             task = asyncio.create_task(src.run(started.set))
             await asyncio.wait_for(started.wait(), 5)
-            marked = src.watch(dev, str(m)), src.watch((0, 99), str(t))
+            marked = (src.watch(dev, str(m), mount_id_of(m)),
+                      src.watch((0, 99), str(t), mount_id_of(t)))
             trigger(loop, "fanotify test")
             try:
                 await asyncio.wait_for(arrived.wait(), 10)
@@ -72,18 +75,21 @@ def test_real_ext4_error_reaches_the_device(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_a_file_system_unmounted_before_its_mark_is_not_marked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("check", [shows_device, shows_mount])
+def test_a_file_system_unmounted_before_its_mark_is_not_marked(tmp_path: Path,
+                                                               check: Check) -> None:
     """The mount table said an ext4 is at `m`, but it is gone by the time the
     mark is made: the path now shows the ext4 below it, whose errors must not
-    be taken for the first one's."""
+    be taken for the first one's. Told by the device (statmount) or, on kernels
+    without statmount, by the mount id."""
 
-    async def watch(dev: tuple[int, int], path: Path) -> bool:
-        src = FsErrorSource(lambda batch: None)
+    async def watch(dev: tuple[int, int], path: Path, mnt_id: int) -> bool:
+        src = FsErrorSource(lambda batch: None, check)
         started = asyncio.Event()
         task = asyncio.create_task(src.run(started.set))
         await asyncio.wait_for(started.wait(), 5)
         try:
-            return src.watch(dev, str(path))
+            return src.watch(dev, str(path), mnt_id)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -93,5 +99,7 @@ def test_a_file_system_unmounted_before_its_mark_is_not_marked(tmp_path: Path) -
         with loop_ext4(tmp_path / "img", below / "m") as (m, _):
             st = os.stat(m)
             dev = (os.major(st.st_dev), os.minor(st.st_dev))
+            mnt_id = mount_id_of(m)
+            assert asyncio.run(watch(dev, m, mnt_id)) is True
         assert os.stat(m).st_dev == os.stat(below).st_dev != st.st_dev
-        assert asyncio.run(watch(dev, m)) is False
+        assert asyncio.run(watch(dev, m, mnt_id)) is False

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fsmond.sources import mountapi
 from fsmond.sources.mountinfo import parse_mountinfo
-from tests.running import run, tmpfs
+from tests.running import mount_id_of, run, tmpfs
 
 pytestmark = [pytest.mark.root]
 
@@ -40,12 +40,14 @@ def test_every_mount_equals_its_mountinfo_line_with_odd_names(tmp_path: Path) ->
             run("umount", str(tmp_path))
 
 
-def test_gone_mounts_and_super_options_of_a_path(tmp_path: Path) -> None:
+def test_gone_mounts_and_what_a_path_shows(tmp_path: Path) -> None:
     assert mountapi.statmount(0xFFFF_FFFF_0000) is None
     with tmpfs(tmp_path / "t", "size=1m") as t:
         st = os.stat(t)
         assert mountapi.file_system_at(str(t)) == ((os.major(st.st_dev), os.minor(st.st_dev)),
                                                    "rw,size=1024k")
+        assert mountapi.mount_id_at(str(t)) == mount_id_of(t)
+        assert mountapi.mount_id_at(str(t / "nonexistent")) is None
     assert mountapi.has_statmount() and mountapi.has_fanotify_mounts()
 
 

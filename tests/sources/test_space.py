@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from fsmond.events import Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
-from fsmond.sources.mountapi import file_system_at
-from fsmond.sources.space import SpaceSampler, sample_path
-from tests.running import dev_of, tmpfs
+from fsmond.sources.mountapi import file_system_at, shows_device, shows_mount
+from fsmond.sources.space import Check, SpaceSampler, sample_path
+from tests.running import dev_of, mount_id_of, tmpfs
 
 
 def test_sample_path_matches_statvfs() -> None:
@@ -46,7 +46,7 @@ def test_a_hung_file_system_never_delays_the_others() -> None:
 
     got: list[tuple[float, Observation]] = []
     during: list[SpaceSample] = []
-    targets = [((0, 1), "/"), ((0, 2), "/proc"), ((0, 3), "/tmp")]
+    targets = [((0, 1), "/", 1), ((0, 2), "/proc", 2), ((0, 3), "/tmp", 3)]
 
     async def main() -> SpaceSampler:
         s = SpaceSampler(lambda o: got.append((time.monotonic(), o)), lambda: targets,
@@ -94,10 +94,13 @@ def test_a_cancel_that_comes_with_a_wake_up_still_stops_the_sampler() -> None:
 
 
 @pytest.mark.root
-def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("check", [shows_device, shows_mount])
+def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path,
+                                                               check: Check) -> None:
     """The mount table said the tmpfs is at `t`, and it is unmounted just before
     the statvfs: the numbers are the parent's (a full disk can look like a
-    tmpfs past its levels), so nothing may be reported for the tmpfs."""
+    tmpfs past its levels), so nothing may be reported for the tmpfs. Told by
+    the device (statmount) or, on kernels without statmount, by the mount id."""
     t = tmp_path / "t"
     calls: list[str] = []
     two_calls: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
@@ -115,8 +118,8 @@ def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path) -
 
     async def main() -> None:
         two_calls.append((asyncio.get_running_loop(), asyncio.Event()))
-        s = SpaceSampler(got.append, lambda: [(dev, str(t))], lambda d: 0.05,
-                         read_fs=file_system_at, statvfs=statvfs)
+        s = SpaceSampler(got.append, lambda: [(dev, str(t), mnt_id)], lambda d: 0.05,
+                         check=check, statvfs=statvfs)
         task = asyncio.create_task(s.run(lambda: None))
         await asyncio.wait_for(two_calls[-1][1].wait(), 10)
         await asyncio.sleep(0.1)
@@ -126,13 +129,17 @@ def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path) -
 
     with tmpfs(t, "size=1m"):
         dev = tuple(int(x) for x in dev_of(t).split(":"))
+        mnt_id = mount_id_of(t)
         assert file_system_at(str(t)) == (dev, "rw,size=1024k")
         asyncio.run(main())
     assert got == []  # the parent's numbers, not the tmpfs's: dropped
     # Where the tmpfs is still mounted, its numbers and options are reported.
     with tmpfs(t, "size=1m"):
         dev = tuple(int(x) for x in dev_of(t).split(":"))
+        mnt_id = mount_id_of(t)
         asyncio.run(main())
-    assert {type(o) for o in got} == {SpaceSample, SuperOptions}
+    # The mount id says nothing of the options: they come from the mount table there.
+    assert {type(o) for o in got} == ({SpaceSample, SuperOptions} if check is shows_device
+                                      else {SpaceSample})
     assert all(o.device == dev for o in got)  # type: ignore[union-attr]
     assert any(isinstance(o, SpaceSample) and o.size == 1 << 20 for o in got)
