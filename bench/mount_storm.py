@@ -33,6 +33,7 @@ from bench.harness import (
     storm_dir,
     thread_cpu_seconds,
 )
+from bench.sched_trace import Trace, time_in_states
 
 LONE_PAIRS = 3  # findmnt may come out of a storm behind: its first lone change shows it
 
@@ -119,6 +120,8 @@ def main() -> None:
     ap.add_argument("--sample", metavar="FILE",
                     help="sample fsmond with py-spy: collapsed stacks of the thread "
                     "holding the GIL to FILE, without cProfile's overhead per call")
+    ap.add_argument("--sample-phase", choices=["all", "umount"], default="all",
+                    help="with --sample: the whole run, or the unmount storm alone")
     ap.add_argument("--lone", action="store_true",
                     help="after the mount storm, once every watcher is idle, time one mount "
                     "and its unmount at the full table (the everyday change) instead of "
@@ -164,23 +167,42 @@ def main() -> None:
                                      "type='signal',interface='org.fsmond.FsMon1.Manager',"
                                      "member='Event'"], "Event")
     sampler = None
-    if args.sample:
-        sampler = subprocess.Popen([str(spy), "record",
-                                    "--pid", str(fsmond.proc.pid), "--format", "raw",
-                                    "--rate", "250", "--nonblocking", "--gil", "-o", args.sample],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def sample() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(spy), "record",
+                                 "--pid", str(fsmond.proc.pid), "--format", "raw",
+                                 "--rate", "250", "--nonblocking", "--gil", "-o", args.sample],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if args.sample and args.sample_phase == "all":
+        sampler = sample()
     time.sleep(1.0)  # findmnt has read its first table
     watchers = [fsmond, findmnt]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
     # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
     bus_cpu0 = cpu_seconds(bus.pid) if bus is not None else 0.0
     rows = []
+    # When fsmond handed each phase's last Event to the bus: its own catch-up,
+    # before dbus-daemon passes it on. Its last send before the monitor saw that
+    # Event (the send that carried it, or a later one: an upper bound).
+    # And how its main thread and dbus-daemon spent that time: running, waiting
+    # for a CPU, asleep (fsmond: waiting for the bus to take its writes, or for
+    # fanotify).
+    pid, bus_pid = fsmond.proc.pid, bus.pid if bus is not None else 0
+    sends = Trace(work, {
+        "syscalls/sys_enter_sendto": f"common_pid == {pid}",
+        "syscalls/sys_enter_sendmsg": f"common_pid == {pid}",
+        "sched/sched_switch": f"prev_pid == {pid} || next_pid == {pid} || "
+                              f"prev_pid == {bus_pid} || next_pid == {bus_pid}",
+        "sched/sched_wakeup": f"pid == {pid} || pid == {bus_pid}"}) if monitor is not None else None
+    spans = []
     lone = work / "m-lone"
     phases = [("mount", True, args.mounts), ("umount", False, args.mounts)]
     if args.lone:  # lag is then from the call, not from the end of a storm
         lone.mkdir()
         phases[1:] = [("lone mount", True, 1), ("lone umount", False, 1)] * LONE_PAIRS
     lone_cpu0: dict[str, float] = {}
+    if sends is not None:
+        sends.start()
     for phase, mount, count in phases:
         if phase.startswith("lone"):
             settle(watchers)
@@ -190,6 +212,9 @@ def main() -> None:
         gen0 = generation(address) if args.unwatched else 0
         if monitor is not None:
             monitor.last, monitor.lines = 0.0, 0
+        if args.sample and phase == args.sample_phase:
+            sampler = sample()
+            time.sleep(1.0)  # py-spy has attached
         start = time.monotonic()
         took = storm(work, args.mounts, mount) if count > 1 else one(lone, mount)
         end = start + took if count > 1 else start
@@ -205,8 +230,20 @@ def main() -> None:
         for w in watchers:
             rows.append((phase, w.name, w.lines, max(0.0, w.last - end)))
             w.lines = 0
+        spans.append((phase, end, fsmond.last))
         print(f"{phase}: {count} in {took:.2f}s", file=sys.stderr)
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
+    if sends is not None:
+        sends.stop()
+        stamps = sorted(sends.times("sys_sendto") + sends.times("sys_sendmsg"))
+        for phase, end, received in spans:
+            sent = [t for t in stamps if t <= received]
+            rows.append((phase, "fsmond's last send", 0, max(0.0, sent[-1] - end) if sent else 0.0))
+            if sent and sent[-1] > end:
+                print(f"{phase}: from the storm's end to fsmond's last send, " + "; ".join(
+                    f"{who} " + ", ".join(f"{k} {v:.3f} s" for k, v in
+                                          time_in_states(sends.text, p, end, sent[-1]).items())
+                    for who, p in (("fsmond's main thread", pid), ("dbus-daemon", bus_pid))))
     bus_cpu = cpu_seconds(bus.pid) - bus_cpu0 if bus is not None else 0.0
     threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
     if sampler is not None:
@@ -241,8 +278,10 @@ def main() -> None:
         return
     ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
+    sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
     print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "
-          f"{ratio:.1f}x, fsmond lag {worst_lag:.2f}s")
+          f"{ratio:.1f}x, fsmond lag {worst_lag:.2f}s"
+          + (f" (its last send {max(sent):.2f}s)" if sent else ""))
 
 
 if __name__ == "__main__":

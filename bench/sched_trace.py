@@ -17,40 +17,61 @@ from pathlib import Path
 HOPS = ("kernel -> fsmond woken", "fsmond woken -> on a CPU", "fsmond on a CPU -> its write",
         "  of which waiting, preempted", "dbus-daemon -> dbus-monitor woken", "in all")
 _LINE = re.compile(r"\[(\d+)\].*?\s(\d+\.\d+): (sched_wakeup|sched_switch|ext4_error): (.*)$")
+_STAMP = re.compile(r"^.*?\[\d+\].*?\s(\d+\.\d+): (\w+)", re.MULTILINE)
 _WOKEN = re.compile(r"comm=(.+?) pid=(\d+) ")
 _SWITCH = re.compile(r"prev_pid=(\d+) .*prev_state=(\S+) ==> .*next_pid=(\d+) ")
 
 
-class SchedTrace:
-    """sched_wakeup, sched_switch (of fsmond only) and ext4_error in an
-    instance of our own, while in use."""
+class Trace:
+    """Kernel trace events, each with its filter, in a tracefs instance of our
+    own while in use; CLOCK_MONOTONIC stamps, as time.monotonic()."""
 
-    def __init__(self, work: Path, fsmond: int) -> None:
+    def __init__(self, work: Path, filters: dict[str, str]) -> None:
         root = Path("/sys/kernel/tracing")
         if not (root / "instances").is_dir():  # our namespace is private: mount it here
             root = work / "tracefs"
-            root.mkdir()
+            root.mkdir(exist_ok=True)
             subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)], check=True)
         self.dir = root / "instances" / f"fsmond-bench-{os.getpid()}"
-        self.fsmond = fsmond
+        self.filters = filters  # event ("sched/sched_switch") -> filter ("" for none)
         self.text = ""
 
-    def __enter__(self) -> SchedTrace:
-        self.dir.mkdir()
-        (self.dir / "trace_clock").write_text("mono\n")
-        (self.dir / "buffer_size_kb").write_text("16384\n")
-        events = self.dir / "events"
-        (events / "sched/sched_switch/filter").write_text(
-            f"prev_pid == {self.fsmond} || next_pid == {self.fsmond}\n")
-        for event in ("sched/sched_wakeup", "sched/sched_switch", "ext4/ext4_error"):
-            (events / event / "enable").write_text("1\n")
-        (self.dir / "tracing_on").write_text("1\n")
+    def __enter__(self) -> Trace:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.dir.mkdir()
+        (self.dir / "trace_clock").write_text("mono\n")
+        (self.dir / "buffer_size_kb").write_text("16384\n")
+        for event, condition in self.filters.items():
+            if condition:
+                (self.dir / "events" / event / "filter").write_text(condition + "\n")
+            (self.dir / "events" / event / "enable").write_text("1\n")
+        (self.dir / "tracing_on").write_text("1\n")
+
+    def stop(self) -> None:
         (self.dir / "tracing_on").write_text("0\n")
         self.text = (self.dir / "trace").read_text()
         self.dir.rmdir()
+
+    def times(self, event: str) -> list[float]:
+        """The stamps of an event's records ("sys_sendto"), in order."""
+        return [float(m.group(1)) for m in _STAMP.finditer(self.text) if m.group(2) == event]
+
+
+class SchedTrace(Trace):
+    """sched_wakeup, sched_switch (of fsmond only) and ext4_error."""
+
+    def __init__(self, work: Path, fsmond: int) -> None:
+        super().__init__(work, {
+            "sched/sched_wakeup": "",
+            "sched/sched_switch": f"prev_pid == {fsmond} || next_pid == {fsmond}",
+            "ext4/ext4_error": ""})
+        self.fsmond = fsmond
 
 
 def _events(text: str, fsmond: int, bus: int) -> list[tuple[float, str]]:
@@ -125,3 +146,37 @@ def report(rows: list[tuple[float, ...]], unseen: int, slowest: int = 5) -> None
               f"{col[-1]:8.3f}")
     print(f"  the {slowest} slowest, hop by hop: " + "; ".join(
         " / ".join(f"{x:.2f}" for x in r) for r in sorted(rows, key=lambda r: -r[-1])[:slowest]))
+
+
+def time_in_states(text: str, pid: int, t0: float, t1: float) -> dict[str, float]:
+    """Seconds a thread spent running, runnable (woken or preempted, waiting
+    for a CPU) and asleep between t0 and t1, from its sched_switch and
+    sched_wakeup records. Its state before its first record is the one that
+    record ends."""
+    out = {"running": 0.0, "runnable": 0.0, "asleep": 0.0}
+    state, since = "", t0
+    for line in text.splitlines():
+        m = _LINE.search(line)
+        if m is None or m.group(3) == "ext4_error":
+            continue
+        t, rest = float(m.group(2)), m.group(4)
+        if m.group(3) == "sched_switch" and (s := _SWITCH.search(rest)) is not None:
+            if int(s.group(3)) == pid:
+                was, now = "runnable", "running"
+            elif int(s.group(1)) == pid:
+                was, now = "running", "runnable" if s.group(2).startswith("R") else "asleep"
+            else:
+                continue
+        elif m.group(3) == "sched_wakeup" and (w := _WOKEN.match(rest)) is not None \
+                and int(w.group(2)) == pid:
+            was, now = "asleep", "runnable"
+        else:
+            continue
+        if t > t0:
+            out[state or was] += min(t, t1) - max(since, t0)
+        if t >= t1:
+            return out
+        state, since = now, max(t, t0)
+    if state:
+        out[state] += max(0.0, t1 - since)
+    return out

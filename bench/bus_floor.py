@@ -1,0 +1,116 @@
+"""The bus's own cost: dbus-daemon passing a storm's Event signals, and nothing else.
+
+After a storm of unmounts, fsmond waits for the bus (mount_storm.py shows its
+main thread asleep while dbus-daemon runs). This measures that floor: a
+sender that does nothing but write signals already marshalled, as fsmond
+marshals them (unmounted events, the Manager's Event and the object's), the
+way fsmond writes them (64 events a write, at most 32 writes queued), with
+a dbus-monitor subscribed to the Manager's Event as in mount_storm.py. Beside
+it, in the same run, the Manager's Event alone and pairs with an empty a{sv},
+to show what the cost follows. Alternated, --runs times each.
+
+    .venv/bin/python bench/bus_floor.py [--events 15000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from dbus_fast import Message
+from dbus_fast.aio import MessageBus
+
+from bench.harness import cpu_seconds, private_bus
+from fsmond.events import Event
+from fsmond.publishers import dbus_wire as wire
+from fsmond.publishers.dbus import EVENT_BATCH, HIGH_WATER, _Marshalled, _NonBlockingSocket
+from fsmond.publishers.dbus_entries import event_entries
+
+ROOT, FS = "/org/fsmond/FsMon1", "/org/fsmond/FsMon1/fs/0_50"
+KINDS = {"pairs": "Event pairs, as fsmond sends them",
+         "manager": "the Manager's Event alone",
+         "empty": "pairs with an empty a{sv}"}
+
+
+def messages(kind: str, i: int, serial: int) -> bytes:
+    e = Event(seq=i, time=time.time(), cls="info", name="unmounted", fs=FS,
+              mount_point=f"/tmp/fsmond-storm-x1y2z3ab/m{i}", fstype="tmpfs", source="bench",
+              device="0:50", details={"mount_id": 1000 + i})
+    manager, obj = wire.event_bodies(FS, "info", "unmounted",
+                                     b"" if kind == "empty" else event_entries(e))
+    out = wire.signal(serial, ROOT, "org.fsmond.FsMon1.Manager", "Event", "ossa{sv}", manager)
+    if kind != "manager":
+        out += wire.signal(serial + 1, FS, "org.fsmond.FsMon1.FileSystem", "Event", "ssa{sv}",
+                           obj)
+    return out
+
+
+async def one_run(kind: str, events: int) -> tuple[float, float, float, int]:
+    """dbus-daemon's CPU s, dbus-monitor's, the wall time, and bytes an event."""
+    bus_proc, address = private_bus()
+    monitor = subprocess.Popen(
+        ["dbus-monitor", "--address", address, "--profile",
+         "type='signal',interface='org.fsmond.FsMon1.Manager',member='Event'"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bus = await MessageBus(bus_address=address).connect()
+    writer = bus._writer
+    assert writer is not None and writer.sock is not None
+    writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+    try:
+        await asyncio.sleep(0.5)  # the monitor is subscribed
+        batches = [b"".join(messages(kind, i, 2 * i + 100)
+                            for i in range(start, min(events, start + EVENT_BATCH)))
+                   for start in range(0, events, EVENT_BATCH)]
+        bus_cpu, monitor_cpu, t0 = cpu_seconds(bus_proc.pid), cpu_seconds(monitor.pid), \
+            time.monotonic()
+        for data in batches:
+            bus.send(_Marshalled(data))  # type: ignore[arg-type]
+            while len(writer.messages) > HIGH_WATER:
+                await asyncio.sleep(0.005)
+        # Passed on when a call after them is answered (the bus keeps order).
+        await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                               interface="org.freedesktop.DBus", member="GetId"))
+        wall = time.monotonic() - t0
+        await asyncio.sleep(0.3)  # the monitor has read the rest
+        return (cpu_seconds(bus_proc.pid) - bus_cpu, cpu_seconds(monitor.pid) - monitor_cpu,
+                wall, len(messages(kind, 0, 1)))
+    finally:
+        bus.disconnect()
+        monitor.terminate()
+        bus_proc.terminate()
+        monitor.wait()
+        bus_proc.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=15000)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in KINDS}
+    for _ in range(args.runs):
+        for kind in KINDS:
+            results[kind].append(asyncio.run(one_run(kind, args.events)))
+    print(f"{'signals':36} {'bytes/event':>11} {'dbus-daemon CPU s':>18} {'monitor CPU s':>14} "
+          f"{'wall s':>7}  (medians of {args.runs})")
+    med = {}
+    for kind, name in KINDS.items():
+        rows = results[kind]
+        med[kind] = [statistics.median(r[k] for r in rows) for k in range(3)]
+        print(f"{name:36} {rows[0][3]:11d} {med[kind][0]:18.2f} {med[kind][1]:14.2f} "
+              f"{med[kind][2]:7.2f}")
+    print(f"summary: {args.events} events: dbus-daemon takes {med['pairs'][0]:.2f} CPU s "
+          f"({med['pairs'][0] / args.events * 1e6:.0f} us an event) to pass fsmond's Event "
+          f"pairs, {med['pairs'][0] / max(med['manager'][0], 1e-9):.1f}x the Manager's alone, "
+          f"{med['pairs'][0] / max(med['empty'][0], 1e-9):.1f}x pairs with an empty a{{sv}}")
+
+
+if __name__ == "__main__":
+    main()
