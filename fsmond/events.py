@@ -3,7 +3,7 @@
 Sources turn kernel facts into *observations* (MountSnapshot, SpaceSample,
 KernelReport, ...). The pure engine turns observations into *events* (Event)
 and state. Publishers only ever see Events and read-only state. Everything
-here is a frozen dataclass so a value can cross threads and layers safely.
+here is a `record`, read-only, so a value can cross threads and layers safely.
 """
 
 from __future__ import annotations
@@ -13,7 +13,20 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar, dataclass_transform
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def record(cls: type[_T]) -> type[_T]:
+    """A dataclass (slots) whose fields are read-only: mypy holds them so, as
+    for a frozen one. Not frozen at run time: a frozen dataclass sets every
+    field through object.__setattr__, which makes an Event 6x as dear to build
+    (1.9 against 0.3 us), and a storm of 15,000 mounts and unmounts builds
+    30,000 Events, 30,000 MountChanges and 30,000 MountEntries."""
+    return dataclass(slots=True, unsafe_hash=True)(cls)
+
 
 DevNum = tuple[int, int]
 """A superblock's device number (major, minor), as in mountinfo field 3."""
@@ -56,7 +69,7 @@ def _utc_second(t: int) -> str:
 # ---------------------------------------------------------------- observations
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MountEntry:
     """One mount, as both backends see it (fields named as in mountinfo)."""
 
@@ -71,14 +84,14 @@ class MountEntry:
     super_options: str  # superblock options, e.g. "rw,size=1024k"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MountSnapshot:
     """The whole mount table (start, resync after overflow, a mountinfo re-read)."""
 
     entries: tuple[MountEntry, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MountDelta:
     """What changed, when the kernel said which mounts (fanotify + statmount)."""
 
@@ -87,7 +100,7 @@ class MountDelta:
     changed: tuple[MountEntry, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SpaceSample:
     """One statvfs of a file system, in bytes and inodes (already multiplied by f_frsize)."""
 
@@ -101,7 +114,7 @@ class SpaceSample:
     block_size: int  # f_frsize, for levels given in blocks
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Unresponsive:
     """statvfs of this file system did not return within `timeout` seconds."""
 
@@ -109,14 +122,14 @@ class Unresponsive:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Responsive:
     """A file system that was unresponsive answered statvfs again."""
 
     device: DevNum
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SuperOptions:
     """The superblock options of a file system as read now (emergency_ro shows here)."""
 
@@ -124,7 +137,7 @@ class SuperOptions:
     super_options: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KernelReport:
     """The kernel reported something about a file system or its device."""
 
@@ -141,7 +154,7 @@ class KernelReport:
     replayed: bool = False  # read from the kmsg backlog at start
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorHistory:
     """Errors a file system recorded before fsmond started (ext4 sysfs): state, no event."""
 
@@ -150,7 +163,7 @@ class ErrorHistory:
     last_error: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceChange:
     """A udev block-device event."""
 
@@ -177,7 +190,7 @@ Observation = (
 # ---------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """One published event (SPEC section 3). `cls` is the event class."""
 

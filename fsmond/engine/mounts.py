@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from fsmond.errors import InvalidArgsError
-from fsmond.events import MountDelta, MountEntry, MountSnapshot
+from fsmond.events import MountDelta, MountEntry, MountSnapshot, record
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MountChange:
     generation: int
     kind: str  # added | removed | changed
