@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
@@ -30,9 +30,12 @@ from fsmond.errors import FsmondError, InvalidArgsError
 from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
-from fsmond.sources.space import Check, SpaceSampler
+from fsmond.sources.space import SpaceSampler
 from fsmond.sources.udev import UdevSource
 from fsmond.trace import Tracer
+
+if TYPE_CHECKING:
+    from fsmond.sources.mountapi import Check
 
 log = logging.getLogger(__name__)
 

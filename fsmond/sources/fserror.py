@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from fsmond.errors import KernelFeatureError
 from fsmond.events import DevNum, KernelReport, Observation
 from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
-from fsmond.sources.space import Check
+from fsmond.sources.mountapi import Check
 
 log = logging.getLogger(__name__)
 

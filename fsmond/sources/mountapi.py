@@ -17,6 +17,7 @@ import errno as errno_mod
 import fcntl
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -210,6 +211,9 @@ def mount_id_at(path: str) -> int | None:
 # the mountinfo id of the mount the table says shows it, and its superblock
 # options where they come with the answer. A path can show another file
 # system than the table says: unmounted (or mounted over) since.
+Check = Callable[[str, DevNum, int], tuple[bool, str | None]]
+
+
 def shows_device(path: str, device: DevNum, mount_id: int) -> tuple[bool, str | None]:
     """By the device (needs statmount, Linux >= 6.8; works in any namespace)."""
     seen = file_system_at(path)

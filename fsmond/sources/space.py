@@ -34,15 +34,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
+
+if TYPE_CHECKING:
+    from fsmond.sources.mountapi import Check
 
 log = logging.getLogger(__name__)
 
 Targets = Callable[[], list[tuple[DevNum, str, int]]]  # device, path, the mount's id
-# Whether a path shows the file system meant (its device, the mount's id), and
-# its superblock options where the answer gives them: mountapi.shows_*.
-Check = Callable[[str, DevNum, int], tuple[bool, str | None]]
 
 
 @dataclass(slots=True)

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from fsmond.events import KernelReport, Observation
 from fsmond.sources.fserror import FsErrorSource, fsid_key, parse_fs_error_events
-from fsmond.sources.mountapi import shows_device, shows_mount
-from fsmond.sources.space import Check
+from fsmond.sources.mountapi import Check, shows_device, shows_mount
 from tests.running import loop_ext4, mount_id_of, tmpfs
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from fsmond.events import Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
-from fsmond.sources.mountapi import file_system_at, shows_device, shows_mount
-from fsmond.sources.space import Check, SpaceSampler, sample_path
+from fsmond.sources.mountapi import Check, file_system_at, shows_device, shows_mount
+from fsmond.sources.space import SpaceSampler, sample_path
 from tests.running import dev_of, mount_id_of, tmpfs
 
 
