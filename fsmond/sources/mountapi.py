@@ -234,10 +234,16 @@ _AT_NO_AUTOMOUNT, _AT_STATX_DONT_SYNC, _AT_SYMLINK_NOFOLLOW = 0x800, 0x4000, 0x1
 _STX_MNT_ID_OFFSET = 0x90  # struct statx: stx_mnt_id
 
 
+# glibc < 2.28 and musl < 1.2.5 have no statx(): then no mount id is known.
+_statx = getattr(_libc, "statx", None)
+
+
 def _statx_mnt_id(path: str, which: int) -> int | None:
+    if _statx is None:
+        return None
     buf = ctypes.create_string_buffer(256)
     flags = _AT_NO_AUTOMOUNT | _AT_STATX_DONT_SYNC | _AT_SYMLINK_NOFOLLOW
-    if _libc.statx(-100, os.fsencode(path), flags, which, buf) != 0:
+    if _statx(-100, os.fsencode(path), flags, which, buf) != 0:
         return None
     mask = struct.unpack_from("=I", buf.raw, 0)[0]
     if not mask & which:

@@ -48,12 +48,24 @@ def test_gone_mounts_and_what_a_path_shows(tmp_path: Path) -> None:
                                                    "rw,size=1024k")
         assert mountapi.mount_id_at(str(t)) == mount_id_of(t)
         assert mountapi.mount_id_at(str(t / "nonexistent")) is None
+        assert mountapi.shows_mount(str(t), (0, 0), mount_id_of(t)) == (True, None)
+        assert mountapi.shows_mount(str(t), (0, 0), mount_id_of(t) + 1) == (False, None)
     assert mountapi.has_statmount() and mountapi.has_fanotify_mounts()
 
 
 def mnt_event(mask: int, mnt_id: int) -> bytes:
     info = struct.pack("=BBHIQ", mountapi.FAN_EVENT_INFO_TYPE_MNT, 0, 16, 0, mnt_id)
     return struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, 0) + info
+
+
+def test_without_statx_in_the_c_library_no_mount_id_is_known(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old glibc or musl has no statx(): the checks then let samples through
+    rather than fail (or kill the sampler's thread with an AttributeError)."""
+    monkeypatch.setattr(mountapi, "_statx", None)
+    assert mountapi.mount_id_at(str(tmp_path)) is None
+    assert mountapi.shows_mount(str(tmp_path), (0, 0), 1) == (True, None)
+    assert mountapi.shows_device(str(tmp_path), (0, 0), 1) == (True, None)
 
 
 @pytest.mark.parametrize("n", [1, 3])
