@@ -63,6 +63,8 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
             put_fields(buf, value)
     elif sig == "as":
         _put_strings(buf, value)
+    elif sig == "aa{sv}":
+        _put_dicts(buf, value)
     elif sig == "ay":
         _align(buf, 4)
         buf += _U32.pack(len(value))
@@ -96,6 +98,25 @@ def _put_strings(buf: bytearray, value: list[str]) -> None:
         data = data[:len(data) + 1 - len(nul_pad[len(raws[-1]) % 4])]
     buf += pack(len(data))
     buf += data
+
+
+def _put_dicts(buf: bytearray, value: list[Any]) -> None:
+    """An `aa{sv}` in one loop: MountsChanged carries up to 2,048 marshalled
+    entries a signal, and each through `put` costs three times as much."""
+    _align(buf, 4)
+    at = len(buf)
+    buf += bytes(4)
+    start = len(buf)
+    zeros, pack = _ZEROS, _U32.pack
+    for item in value:
+        if not isinstance(item, bytes | bytearray):
+            put_fields(buf, item)
+            continue
+        buf += zeros[-len(buf) % 4]
+        buf += pack(len(item))
+        buf += zeros[-len(buf) % 8]
+        buf += item
+    _U32.pack_into(buf, at, len(buf) - start)
 
 
 def put_fields(buf: bytearray, fields: Fields) -> None:

@@ -96,6 +96,7 @@ def test_mounts_changed_and_properties_changed_too(changes: list[MountChange], g
                        wire.body("taa{sv}", [gen, marshalled]))
     assert ours == reference(1 << 31, ROOT, MANAGER, "MountsChanged", "taa{sv}",
                              [gen, [variants(f) for f in fields_of]])
+    assert wire.body("taa{sv}", [gen, fields_of]) == wire.body("taa{sv}", [gen, marshalled])
     props = {"Generation": ("t", gen), "MountPoints": ("as", mount_points),
              "ReadOnly": ("b", True), "PercentAvailable": ("d", 12.5)}
     body = ["org.fsmond.FsMon1.FileSystem", props, []]
