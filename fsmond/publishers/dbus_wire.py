@@ -102,7 +102,8 @@ def _put_strings(buf: bytearray, value: list[str]) -> None:
 
 def _put_dicts(buf: bytearray, value: list[Any]) -> None:
     """An `aa{sv}` in one loop: MountsChanged carries up to 2,048 marshalled
-    entries a signal, and each through `put` costs three times as much."""
+    entries a signal. Each is put as `put_entries` puts one, inlined: calling
+    it per element costs twice as much, and through `put` 2.5 times."""
     _align(buf, 4)
     at = len(buf)
     buf += bytes(4)
