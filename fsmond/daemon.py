@@ -15,7 +15,6 @@ import contextlib
 import gc
 import importlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -399,14 +398,6 @@ def _fs_check(mount_namespace: str) -> Check | None:
         return None
     if mountapi.has_statmount():
         return mountapi.shows_device
-    if not mount_namespace or _same_file(mount_namespace, "/proc/self/ns/mnt"):
+    if not mount_namespace or mountapi.is_own_namespace(mount_namespace):
         return mountapi.shows_mount
     return None
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)

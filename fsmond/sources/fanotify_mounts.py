@@ -54,7 +54,7 @@ class FanotifyMountSource:
                  ns_path: str = "/proc/self/ns/mnt") -> None:
         self._emit = emit
         self.ns_path = ns_path
-        own = os.path.realpath(ns_path) == os.path.realpath("/proc/self/ns/mnt")
+        own = mountapi.is_own_namespace(ns_path)
         self._ns_id = 0 if own else mountapi.mnt_ns_id_of(ns_path)
         self._mountinfo = mountinfo_path("" if own else ns_path)
         self._known: dict[int, MountEntry] = {}  # unique id -> entry

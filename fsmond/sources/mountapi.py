@@ -184,6 +184,16 @@ def mnt_ns_id_of(ns_path: str) -> int:
         os.close(fd)
 
 
+def is_own_namespace(ns_path: str) -> bool:
+    """Whether a namespace file ("/proc/1/ns/mnt") is our own mount namespace:
+    the same nsfs inode, whatever the pid in its path."""
+    try:
+        theirs, ours = os.stat(ns_path), os.stat("/proc/self/ns/mnt")
+    except OSError:
+        return False
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def file_system_at(path: str) -> tuple[DevNum, str] | None:
     """The superblock device and options of what is mounted at `path` now,
     from statx's unique mount id and statmount; None where the kernel cannot
