@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fsmond.sources.mountinfo import parse_mountinfo
+
 FSMOND = [sys.executable, "-m", "fsmond"]
 T = TypeVar("T")
 
@@ -175,9 +177,8 @@ def dev_of(path: Path) -> str:
 
 def mount_id_of(path: Path) -> int:
     """The mountinfo id of the mount visible at `path` (the last one mounted there)."""
-    ids = [int(line.split()[0]) for line in Path("/proc/self/mountinfo").read_text().splitlines()
-           if line.split()[4] == str(path)]
-    return ids[-1]
+    table = parse_mountinfo(Path("/proc/self/mountinfo").read_bytes())
+    return [e.mount_id for e in table if e.mount_point == str(path)][-1]
 
 
 def write_config(path: Path, text: str) -> Path:

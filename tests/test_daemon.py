@@ -9,6 +9,7 @@ import gc
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,11 +36,15 @@ class Collect:
         self.calls.append((events, asyncio.current_task()))
         self.arrived.set()
 
-    async def errors(self, n: int) -> None:
-        """Until `n` error events have come."""
-        while sum(e.name == "error" for e in self.events) < n:
+    async def until(self, done: Callable[[list[Event]], bool]) -> None:
+        """Until the events published so far are `done`."""
+        while not done(self.events):
             self.arrived.clear()
             await asyncio.wait_for(self.arrived.wait(), 10)
+
+    async def errors(self, n: int) -> None:
+        """Until `n` error events have come."""
+        await self.until(lambda events: sum(e.name == "error" for e in events) >= n)
 
     async def run(self, started: object) -> None:
         started()  # type: ignore[operator]
@@ -167,12 +172,8 @@ def test_without_statmount_samples_are_checked_by_the_mount_id(
             f'[[watch]]\npath = "{t}"\nlower = "2MiB"\nupper = "1KiB"\n')
         collect = Collect()
 
-        async def until_a_level_is_reached() -> None:
-            while not any(e.name == "threshold" for e in collect.events):
-                collect.arrived.clear()
-                await asyncio.wait_for(collect.arrived.wait(), 10)
-
-        d = Daemon(config, publishers=[collect], shutdown_trigger=until_a_level_is_reached)
+        d = Daemon(config, publishers=[collect], shutdown_trigger=lambda: collect.until(
+            lambda events: any(e.name == "threshold" for e in events)))
         try:
             asyncio.run(asyncio.wait_for(d.run(), 30))
         finally:
