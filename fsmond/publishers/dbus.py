@@ -7,7 +7,8 @@ object's own `Event` (kevent style). State changes are coalesced: a flusher
 runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
 values that changed, so a 15,000-mount storm becomes a few signals. These
-signals of fsmond's own are marshalled by dbus_wire, many to a write.
+signals of fsmond's own are marshalled by dbus_wire, many to a write,
+written at once when nothing waits before them (an error's way out).
 
 dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
 child's own path, so the bus class sends them from the ObjectManager's path;
@@ -145,6 +146,7 @@ class DbusPublisher:
         self.objects: dict[DevNum, FileSystemObject] = {}
         self._by_path: dict[str, FileSystemObject] = {}
         self._bus: ObjectManagerBus | None = None
+        self._sock: _NonBlockingSocket | None = None  # the bus's, see _send_raw
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
         self._mount_changes: list[tuple[int, bytearray]] = []  # (generation, change_entries)
@@ -209,7 +211,8 @@ class DbusPublisher:
             raise FsmondError(f"cannot connect to the {self.bus_name} bus: {e}") from e
         writer = bus._writer
         assert writer is not None and writer.sock is not None
-        writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+        self._sock = _NonBlockingSocket(writer.sock)
+        writer.sock = self._sock  # type: ignore[assignment]
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
@@ -314,8 +317,23 @@ class DbusPublisher:
         return wire.signal(self._bus.next_serial(), path, interface, member, sig, body)
 
     def _send_raw(self, data: bytes) -> None:
-        if self._bus is not None and self._bus.connected and data:
-            self._bus.send(_Marshalled(data))  # type: ignore[arg-type]
+        bus = self._bus
+        if bus is None or not bus.connected or not data:
+            return
+        writer = bus._writer
+        if self._sock is not None and writer is not None and writer.buf is None \
+                and not writer.messages:
+            # Nothing queued: write now, without dbus-fast's queue and future
+            # (an error's way out, run cold). What the socket does not take,
+            # or an error, goes the usual way, which handles both.
+            try:
+                sent = self._sock.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        bus.send(_Marshalled(data))  # type: ignore[arg-type]
 
     def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
         self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",

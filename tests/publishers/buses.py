@@ -34,6 +34,9 @@ SYSTEM = """<busconfig><type>system</type><listen>unix:path={sock}</listen>
 <include>{policy}</include></busconfig>"""
 
 
+PIDS: dict[str, int] = {}  # address -> the dbus-daemon's pid, while it runs
+
+
 @contextmanager
 def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY) -> Iterator[str]:
     """A dbus-daemon of its own; yields its address. The socket's folder is
@@ -49,7 +52,11 @@ def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY) -> Iterator[s
         address = proc.stdout.readline().strip()
         assert address.startswith("unix:"), address
         os.chmod(f"{folder}/bus", 0o777)
-        yield address
+        PIDS[address] = proc.pid
+        try:
+            yield address
+        finally:
+            del PIDS[address]
     finally:
         proc.terminate()
         proc.wait(10)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fsmond.sources.mountinfo import parse_mountinfo
-from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
+from tests.publishers.buses import PIDS, SYSTEM, busctl, dbus_daemon
 from tests.publishers.signals import SignalRecorder
 from tests.running import (
     FsmondProcess,
@@ -315,3 +315,42 @@ def test_a_mount_point_that_is_not_utf8_goes_out_mended_with_its_bytes(served: A
         assert call(bus, "GetStatus")[0]["version"]["data"]  # still connected
     finally:
         subprocess.run([b"umount", raw], check=False)
+
+
+def test_signals_wait_whole_and_in_order_while_the_bus_stops_reading(served: Any,
+                                                                     tmp_path: Path) -> None:
+    """dbus-daemon stopped under a storm: fsmond's socket fills, writes come
+    up short and the rest waits. Every Event arrives once the bus reads again,
+    in order and unbroken (a cut message would make dbus-daemon drop fsmond)."""
+    import ctypes
+    import signal
+
+    bus, t, p, rec = served
+    libc = ctypes.CDLL(None, use_errno=True)
+    targets = [tmp_path / "storm" / f"m{i}" for i in range(1500)]  # about 2 MB of signals
+    for d in targets:
+        d.mkdir(parents=True)
+    before = len(rec.signals)
+    os.kill(PIDS[bus], signal.SIGSTOP)
+    try:
+        for d in targets:
+            assert libc.mount(str(t).encode(), str(d).encode(), None, 0x1000, None) == 0
+        time.sleep(2)  # fsmond has written what the socket takes, and queued the rest
+    finally:
+        os.kill(PIDS[bus], signal.SIGCONT)
+    try:
+        def mounted() -> list[Any]:
+            return [s.body[3] for s in rec.signals[before:] if s.member == "Event"
+                    and s.path == ROOT and s.body[2] == "mounted"]
+        deadline = time.monotonic() + 60
+        while len(mounted()) < len(targets) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        events = mounted()
+        assert sorted(e["mount_point"].value for e in events) == sorted(map(str, targets))
+        seqs = [e["seq"].value for e in events]
+        assert seqs == list(range(seqs[0], seqs[0] + len(targets)))
+        assert call(bus, "GetStatus")[0]["mounts"]["data"] >= len(targets)  # still connected
+        assert p.proc.poll() is None
+    finally:
+        for d in targets:
+            libc.umount2(str(d).encode(), 2)
