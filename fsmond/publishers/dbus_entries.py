@@ -89,19 +89,36 @@ def change_entries(c: MountChange, fs_path: str) -> bytearray:
 
 
 def map_entries(values: Mapping[str, Any]) -> bytearray:
-    """wire.entries(fields(values)), without building the Fields on the way;
-    a text entry is cached as a whole (a storm's options are all alike)."""
+    """wire.entries(fields(values)), without building the Fields on the way.
+    A text entry is cached as a whole (a storm's options are all alike); the
+    other usual values (int, bool, a list of ASCII text) are put here, and
+    anything else takes `fit`. This runs cold for every error."""
     buf = bytearray()
     for key, value in values.items():
         buf += _ZEROS[-len(buf) % 8]
-        if type(value) is str and type(key) is str:
+        kind = type(value)
+        if kind is str and value.isascii():
             buf += _text_runs.get((key, value)) or _text_run(key, value)
-        elif type(value) is int and type(key) is str and key.isascii():
+        elif type(key) is not str or not key.isascii():
+            wire.put_entry(buf, text(str(key))[0], *fit(value))
+        elif kind is int:
             buf += wire.entry_head(key, "x")
             buf += _I64(max(INT64_MIN, min(INT64_MAX, value)))
+        elif kind is bool:
+            buf += wire.entry_head(key, "b")
+            buf += _U32(value)
+        elif kind is list and all(type(v) is str and v.isascii() for v in value):
+            buf += wire.entry_head(key, "as")
+            wire.put_strings(buf, value)
         else:
-            wire.put_entry(buf, text(str(key))[0], *fit(value))
+            wire.put_entry(buf, key, *fit(value))
     return buf
+
+
+def _text_run(key: Any, value: str) -> bytes:
+    raw = value.encode()
+    return _keep(_text_runs, (key, value), wire.entry_head(text(str(key))[0], "s")
+                 + _U32(len(raw)) + raw + b"\0")
 
 
 def _event_run(run: tuple[str, str, str, str, str, int, str]) -> bytes:
@@ -131,19 +148,13 @@ def _origin_run(run: tuple[str, str, str]) -> bytes:
     return _keep(_origin_runs, run, buf)
 
 
-def _text_run(key: str, value: str) -> bytes:
-    buf = bytearray()
-    wire.put_entry(buf, text(key)[0], *fit(value))
-    return _keep(_text_runs, (key, value), buf)
-
-
 def _source_run(source: str) -> bytes:
     buf = bytearray()
     _string_entry(buf, "source", source, exact=True)
     return _keep(_source_runs, source, buf)
 
 
-def _keep(cache: dict[Any, bytes], run: Any, buf: bytearray) -> bytes:
+def _keep(cache: dict[Any, bytes], run: Any, buf: bytes | bytearray) -> bytes:
     if len(cache) >= CACHED_RUNS:
         cache.clear()
     cache[run] = out = bytes(buf)
