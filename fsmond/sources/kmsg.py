@@ -32,9 +32,12 @@ def resolve_devname(name: str, sysfs: str = "/sys/class/block") -> DevNum | None
     """'sda1' -> (8, 1) from sysfs; None when there is no such block device."""
     if not name or "/" in name or name.startswith("."):
         return None
-    try:
-        with open(os.path.join(sysfs, name, "dev")) as f:
-            major, minor = f.read().strip().split(":")
+    try:  # os calls, not open(): this runs cold on an error's way out
+        fd = os.open(f"{sysfs}/{name}/dev", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            major, minor = os.read(fd, 64).split(b":")
+        finally:
+            os.close(fd)
         return int(major), int(minor)
     except (OSError, ValueError):
         return None
