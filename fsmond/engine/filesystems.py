@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from fsmond.engine.thresholds import Levels, Threshold
 from fsmond.errors import TransitionError
-from fsmond.events import DevNum, KernelReport, SpaceSample
+from fsmond.events import DevNum, KernelReport, SpaceSample, record
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
 MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
@@ -49,7 +49,7 @@ class WatchSpec(Protocol):
     def inodes_upper(self) -> LevelSpec: ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Notice:
     """An event a file system caused, before it is numbered."""
 

@@ -21,10 +21,9 @@ import logging
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from fsmond.errors import KernelFeatureError
-from fsmond.events import DevNum, KernelReport, Observation
+from fsmond.events import DevNum, KernelReport, Observation, record
 from fsmond.sources.fanotify_records import FAN_Q_OVERFLOW, fanotify_events
 from fsmond.sources.mountapi import Check
 
@@ -43,7 +42,7 @@ _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ct
                                 ctypes.c_char_p]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FsError:
     fsid: int  # val[0] | val[1] << 32, as statvfs' f_fsid on 64-bit Linux
     errno: int

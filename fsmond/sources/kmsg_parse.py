@@ -17,9 +17,10 @@ wins over a name, which the reader resolves through sysfs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from fsmond.errors import KernelFormatError
+from fsmond.events import record
 
 _HEADER = re.compile(rb"(\d+),(\d+),(\d+),([^;,]*)[^;]*;")
 _ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
@@ -27,7 +28,7 @@ _DEVICE = re.compile(r"b(\d+):(\d+)")
 _ERRNO = {"EIO": 5, "ENOSPC": 28, "EROFS": 30, "EUCLEAN": 117, "EFSCORRUPTED": 117}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KmsgRecord:
     facility: int
     level: int
@@ -38,7 +39,7 @@ class KmsgRecord:
     props: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Classified:
     kind: str  # error | read-only | no-space
     devname: str
