@@ -14,6 +14,7 @@ lines, so no watcher waits for another's GIL or for the writer (ext4 handles
 the error, console output included, before the write returns).
 
     sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N] [--sched]
+        [--steps]
 
 --console-loglevel sets /proc/sys/kernel/printk's first field for the run
 (restored after): ext4 prints its error at KERN_CRIT, and a console that
@@ -209,6 +210,10 @@ def main() -> None:
     ap.add_argument("--sched", action="store_true",
                     help="also trace scheduler wake-ups (tracefs) and print where each "
                     "error's time went: kernel, fsmond, dbus-daemon")
+    ap.add_argument("--steps", action="store_true",
+                    help="instead of timing, count the Python steps of fsmond's FAN_FS_ERROR "
+                    "handler (bench/handler_steps.py): before its first write, in all, and "
+                    "by function")
     ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
     ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
@@ -243,8 +248,11 @@ def main() -> None:
         if args.console_loglevel is not None:
             PRINTK.write_text(f"{args.console_loglevel}\n")
         bus_proc, address = private_bus()
+        steps = work / "steps.txt"
+        launcher = (str(Path(__file__).parent / "handler_steps.py"), str(steps)) \
+            if args.steps else ("-m", "fsmond")
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
-                              "--bus", address)
+                              "--bus", address, launcher=launcher)
         with SchedTrace(work, fsmond.pid) if args.sched else contextlib.nullcontext() as trace:
             lat, rounds = measure(loop, mnt, address, args.errors)
         ms = 1000
@@ -271,6 +279,9 @@ def main() -> None:
             fsmond.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 fsmond.wait(10)
+            if args.steps and steps.exists():  # written as fsmond exits
+                print("summary, Python steps of fsmond's FAN_FS_ERROR handler (timings above "
+                      "were taken under the tracer: void): " + steps.read_text())
         if bus_proc is not None:
             bus_proc.terminate()
         subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -107,14 +107,15 @@ def private_bus() -> tuple[subprocess.Popen[str], str]:
     return bus, bus.stdout.readline().strip()
 
 
-def start_fsmond(work: Path, config: str, *args: str) -> subprocess.Popen[bytes]:
+def start_fsmond(work: Path, config: str, *args: str,
+                 launcher: tuple[str, ...] = ("-m", "fsmond")) -> subprocess.Popen[bytes]:
     """The real daemon, logging to a file (a pipe nobody reads would stall it),
-    returned once it says it is ready."""
+    returned once it says it is ready. `launcher`: how Python is told to run it."""
     cfg = work / "fsmond.toml"
     cfg.write_text(config)
     log = work / "fsmond.log"
     with open(log, "w") as err:
-        p = subprocess.Popen([sys.executable, "-m", "fsmond", "--config", str(cfg), *args],
+        p = subprocess.Popen([sys.executable, *launcher, "--config", str(cfg), *args],
                              stderr=err)
     while " ready: " not in log.read_text():
         if p.poll() is not None:

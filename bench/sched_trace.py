@@ -3,6 +3,10 @@ scheduler's own record (tracefs): the error, fsmond woken, fsmond on a CPU,
 dbus-daemon woken (fsmond has written the signal), dbus-monitor woken
 (dbus-daemon has passed it on). fsmond's own hop is split into the time it
 waited for a CPU (woken, or preempted while runnable) and the time it ran.
+And of the time it was on a CPU (until it slept again), what the scheduler
+did not count as its run time: with PARAVIRT_TIME_ACCOUNTING (this VM's
+kernel) sched_stat_runtime leaves out time the host took the virtual CPU
+away (steal), which the guest otherwise sees as fsmond running.
 A tracefs instance of our own keeps the system's tracing untouched.
 """
 
@@ -15,10 +19,14 @@ import subprocess
 from pathlib import Path
 
 HOPS = ("kernel -> fsmond woken", "fsmond woken -> on a CPU", "fsmond on a CPU -> its write",
-        "  of which waiting, preempted", "dbus-daemon -> dbus-monitor woken", "in all")
-_LINE = re.compile(r"\[(\d+)\].*?\s(\d+\.\d+): (sched_wakeup|sched_switch|ext4_error): (.*)$")
+        "  of which waiting, preempted", "dbus-daemon -> dbus-monitor woken", "in all",
+        "fsmond on a CPU until it sleeps", "  of which not its run time (steal)")
+ALL, STEAL = HOPS.index("in all"), HOPS.index("  of which not its run time (steal)")
+_LINE = re.compile(r"\[(\d+)\].*?\s(\d+\.\d+): "
+                   r"(sched_wakeup|sched_switch|sched_stat_runtime|ext4_error): (.*)$")
 _STAMP = re.compile(r"^.*?\[\d+\].*?\s(\d+\.\d+): (\w+)", re.MULTILINE)
 _WOKEN = re.compile(r"comm=(.+?) pid=(\d+) ")
+_RUNTIME = re.compile(r"pid=(\d+) runtime=(\d+)")
 _SWITCH = re.compile(r"prev_pid=(\d+) .*prev_state=(\S+) ==> .*next_pid=(\d+) ")
 
 
@@ -64,19 +72,22 @@ class Trace:
 
 
 class SchedTrace(Trace):
-    """sched_wakeup, sched_switch (of fsmond only) and ext4_error."""
+    """sched_wakeup, sched_switch and sched_stat_runtime (of fsmond only) and
+    ext4_error."""
 
     def __init__(self, work: Path, fsmond: int) -> None:
         super().__init__(work, {
             "sched/sched_wakeup": "",
             "sched/sched_switch": f"prev_pid == {fsmond} || next_pid == {fsmond}",
+            "sched/sched_stat_runtime": f"pid == {fsmond}",
             "ext4/ext4_error": ""})
         self.fsmond = fsmond
 
 
 def _events(text: str, fsmond: int, bus: int) -> list[tuple[float, str]]:
     """(time, what): error, woken:<who>, in (fsmond switched in), out-R
-    (fsmond switched out while runnable: preempted)."""
+    (fsmond switched out while runnable: preempted), out (asleep), ran:<ns>
+    (run time the scheduler counted for fsmond)."""
     out: list[tuple[float, str]] = []
     for line in text.splitlines():
         m = _LINE.search(line)
@@ -88,8 +99,11 @@ def _events(text: str, fsmond: int, bus: int) -> list[tuple[float, str]]:
         elif kind == "sched_switch" and (s := _SWITCH.search(rest)) is not None:
             if int(s.group(3)) == fsmond:
                 out.append((t, "in"))
-            elif int(s.group(1)) == fsmond and s.group(2).startswith("R"):
-                out.append((t, "out-R"))
+            elif int(s.group(1)) == fsmond:
+                out.append((t, "out-R" if s.group(2).startswith("R") else "out"))
+        elif kind == "sched_stat_runtime" and (r := _RUNTIME.search(rest)) is not None:
+            if int(r.group(1)) == fsmond:
+                out.append((t, "ran:" + r.group(2)))
         elif kind == "sched_wakeup" and (w := _WOKEN.match(rest)) is not None:
             pid = int(w.group(2))
             who = ("fsmond" if pid == fsmond else "bus" if pid == bus
@@ -130,8 +144,30 @@ def hops(text: str, fsmond: int, bus: int) -> tuple[list[tuple[float, ...]], int
                     break
         if not want:
             a, b, c, d, e = times
-            out.append(tuple(x * 1000 for x in (b - a, c - b, d - c, preempted, e - d, e - a)))
+            on_cpu, counted = _on_cpu(events[i + 1:], c)
+            out.append(tuple(x * 1000 for x in (b - a, c - b, d - c, preempted, e - d, e - a,
+                                                on_cpu, on_cpu - counted)))
     return out, unseen
+
+
+def _on_cpu(events: list[tuple[float, str]], start: float) -> tuple[float, float]:
+    """From fsmond's switch-in at `start` until it next sleeps: the seconds
+    it was on a CPU, and the run time the scheduler counted in them."""
+    on_cpu = counted = 0.0
+    since: float | None = start
+    for t, what in events:
+        if t < start:
+            continue
+        if what.startswith("ran:") and since is not None:
+            counted += int(what[4:]) / 1e9
+        elif what == "in" and since is None:
+            since = t
+        elif what in ("out", "out-R") and since is not None:
+            on_cpu += t - since
+            since = None
+            if what == "out":
+                break
+    return on_cpu, counted
 
 
 def report(rows: list[tuple[float, ...]], unseen: int, slowest: int = 5) -> None:
@@ -144,8 +180,12 @@ def report(rows: list[tuple[float, ...]], unseen: int, slowest: int = 5) -> None
         col = sorted(r[k] for r in rows)
         print(f"  {name:36} {statistics.median(col):8.3f} {col[int(0.9 * (len(col) - 1))]:8.3f} "
               f"{col[-1]:8.3f}")
+    stolen = [r for r in rows if r[STEAL] > 0.5]
+    print(f"  errors that lost more than 0.5 ms on a CPU to steal: {len(stolen)}, "
+          f"of them among the {slowest} slowest: "
+          f"{sum(r in stolen for r in sorted(rows, key=lambda r: -r[ALL])[:slowest])}")
     print(f"  the {slowest} slowest, hop by hop: " + "; ".join(
-        " / ".join(f"{x:.2f}" for x in r) for r in sorted(rows, key=lambda r: -r[-1])[:slowest]))
+        " / ".join(f"{x:.2f}" for x in r) for r in sorted(rows, key=lambda r: -r[ALL])[:slowest]))
 
 
 def time_in_states(text: str, pid: int, t0: float, t1: float) -> dict[str, float]:
