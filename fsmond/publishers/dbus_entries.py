@@ -40,6 +40,7 @@ _mount_runs: dict[tuple[str, str, str, str], bytes] = {}
 _origin_runs: dict[tuple[str, str, str], bytes] = {}
 _source_runs: dict[str, bytes] = {}
 _text_runs: dict[tuple[str, str], bytes] = {}
+_list_runs: dict[tuple[str, ...], bytes] = {}  # (key, *items)
 
 
 def event_entries(e: Event) -> bytearray:
@@ -90,8 +91,8 @@ def change_entries(c: MountChange, fs_path: str) -> bytearray:
 
 def map_entries(values: Mapping[str, Any]) -> bytearray:
     """wire.entries(fields(values)), without building the Fields on the way.
-    A text entry is cached as a whole (a storm's options are all alike); the
-    other usual values (int, bool, a list of ASCII text) are put here, and
+    A text entry, and a list of text, is cached as a whole (a storm's options
+    are all alike, an error's sources too); int and bool are put here, and
     anything else takes `fit`. This runs cold for every error."""
     buf = bytearray()
     for key, value in values.items():
@@ -107,12 +108,18 @@ def map_entries(values: Mapping[str, Any]) -> bytearray:
         elif kind is bool:
             buf += wire.entry_head(key, "b")
             buf += _U32(value)
-        elif kind is list and all(type(v) is str and v.isascii() for v in value):
-            buf += wire.entry_head(key, "as")
-            wire.put_strings(buf, value)
+        elif kind is list and all(type(v) is str for v in value):
+            # an error's sources: ["fanotify", "kmsg"] every time
+            buf += _list_runs.get((key, *value)) or _list_run(key, value)
         else:
             wire.put_entry(buf, key, *fit(value))
     return buf
+
+
+def _list_run(key: str, value: list[str]) -> bytes:
+    buf = bytearray()
+    wire.put_entry(buf, key, *fit(value))
+    return _keep(_list_runs, (key, *value), buf)
 
 
 def _text_run(key: Any, value: str) -> bytes:
