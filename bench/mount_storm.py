@@ -236,6 +236,8 @@ def main() -> None:
     if sends is not None:
         sends.stop()
         stamps = sorted(sends.times("sys_sendto") + sends.times("sys_sendmsg"))
+        print(f"fsmond's writes to the bus (send calls, those that took nothing "
+              f"included): {len(stamps)}", file=sys.stderr)
         for phase, end, received in spans:
             sent = [t for t in stamps if t <= received]
             rows.append((phase, "fsmond's last send", 0, max(0.0, sent[-1] - end) if sent else 0.0))

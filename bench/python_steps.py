@@ -6,13 +6,21 @@ on fsmond's cold paths (an error after seconds of quiet) time follows it.
 Counted with sys.settrace's opcode events, after a warm-up call, so caches
 are as they are in a running daemon.
 
-    .venv/bin/python bench/python_steps.py
+    .venv/bin/python bench/python_steps.py [--cold N]
+
+--cold N times the ext4 error's work N times, each after 1.1 s asleep (as
+error_latency spaces its errors), and N times back to back: how much slower
+this VM runs the same Python steps cold, with no I/O and no other process
+in the way.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -72,7 +80,22 @@ def engine_with_binds(n: int) -> Engine:
     return e
 
 
+def timed(work: Callable[[], object], n: int, gap: float) -> list[float]:
+    """Milliseconds each of n calls took, each after `gap` seconds asleep."""
+    out = []
+    for _ in range(n):
+        time.sleep(gap)
+        t0 = time.perf_counter()
+        work()
+        out.append((time.perf_counter() - t0) * 1000)
+    return sorted(out)
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cold", type=int, metavar="N", help="also time the error's work N times "
+                    "cold (after 1.1 s asleep) and N times warm")
+    args = ap.parse_args()
     engine = engine_with_binds(2000)
     batches = iter(range(100, 2100, 100))
 
@@ -81,7 +104,7 @@ def main() -> None:
         engine.process(MountDelta(removed=tuple(range(first, first + 100))), 2.0)
 
     errors = engine_with_binds(0)
-    rounds = iter(range(1, 1000))
+    rounds = iter(range(1, 1_000_000))
 
     def error() -> None:
         i = next(rounds)
@@ -104,6 +127,12 @@ def main() -> None:
     for name, n in rows:
         print(f"{name:55} {n:6d} steps")
     print("summary: " + ", ".join(f"{n} ({name.split(':')[0]})" for name, n in rows))
+    if args.cold:
+        print(f"{'the ext4 error, ms':30} {'p50':>7} {'p99':>7} {'max':>7}")
+        for name, gap in (("cold (1.1 s asleep before)", 1.1), ("warm (back to back)", 0.0)):
+            ms = timed(error, args.cold, gap)
+            print(f"{name:30} {statistics.median(ms):7.3f} "
+                  f"{ms[round(0.99 * (len(ms) - 1))]:7.3f} {ms[-1]:7.3f}")
 
 
 if __name__ == "__main__":
