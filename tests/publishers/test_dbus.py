@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from tests.publishers.buses import PIDS, SYSTEM, busctl, dbus_daemon
 from tests.publishers.signals import SignalRecorder
 from tests.running import (
     FsmondProcess,
+    bind_mounts,
     daemon_config,
     dev_of,
     fsmond,
@@ -229,18 +231,9 @@ def test_system_bus_policy_root_and_nobody(tmp_path: Path) -> None:
 def test_a_mount_storm_becomes_a_handful_of_signals(served: Any, tmp_path: Path) -> None:
     """1,000 bind mounts made as fast as the kernel takes them: MountsChanged and
     the Generation PropertiesChanged are coalesced, not sent per mount."""
-    import ctypes
-
     _, t, _, rec = served
-    libc = ctypes.CDLL(None, use_errno=True)
-    storm = tmp_path / "storm"
-    targets = [storm / f"m{i}" for i in range(1000)]
-    for d in targets:
-        d.mkdir(parents=True)
     before = len(rec.signals)
-    for d in targets:
-        assert libc.mount(str(t).encode(), str(d).encode(), None, 0x1000, None) == 0  # MS_BIND
-    try:
+    with bind_mounts(t, [tmp_path / "storm" / f"m{i}" for i in range(1000)]):
         # The daemon may still be reading the storm: wait for all of it, not
         # for whatever generation a call made now happens to return.
         def changes() -> int:
@@ -255,9 +248,6 @@ def test_a_mount_storm_becomes_a_handful_of_signals(served: Any, tmp_path: Path)
         generation = [s for s in storm_signals if s.member == "PropertiesChanged"
                       and s.path == ROOT]
         assert len(batches) <= 20 and len(generation) <= 20, (len(batches), len(generation))
-    finally:
-        for d in targets:
-            libc.umount2(str(d).encode(), 2)
 
 
 def test_reload_errors_show_in_get_status(served: Any, tmp_path: Path) -> None:
@@ -322,35 +312,26 @@ def test_signals_wait_whole_and_in_order_while_the_bus_stops_reading(served: Any
     """dbus-daemon stopped under a storm: fsmond's socket fills, writes come
     up short and the rest waits. Every Event arrives once the bus reads again,
     in order and unbroken (a cut message would make dbus-daemon drop fsmond)."""
-    import ctypes
-    import signal
-
     bus, t, p, rec = served
-    libc = ctypes.CDLL(None, use_errno=True)
     targets = [tmp_path / "storm" / f"m{i}" for i in range(1500)]  # about 2 MB of signals
-    for d in targets:
-        d.mkdir(parents=True)
     before = len(rec.signals)
     os.kill(PIDS[bus], signal.SIGSTOP)
     try:
-        for d in targets:
-            assert libc.mount(str(t).encode(), str(d).encode(), None, 0x1000, None) == 0
-        time.sleep(2)  # fsmond has written what the socket takes, and queued the rest
+        with bind_mounts(t, targets):
+            time.sleep(2)  # fsmond has written what the socket takes, and queued the rest
+            os.kill(PIDS[bus], signal.SIGCONT)
+
+            def mounted() -> list[Any]:
+                return [s.body[3] for s in rec.signals[before:] if s.member == "Event"
+                        and s.path == ROOT and s.body[2] == "mounted"]
+            deadline = time.monotonic() + 60
+            while len(mounted()) < len(targets) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            events = mounted()
+            assert sorted(e["mount_point"].value for e in events) == sorted(map(str, targets))
+            seqs = [e["seq"].value for e in events]
+            assert seqs == sorted(set(seqs))  # in order, none twice
+            assert call(bus, "GetStatus")[0]["mounts"]["data"] >= len(targets)  # connected
+            assert p.proc.poll() is None
     finally:
         os.kill(PIDS[bus], signal.SIGCONT)
-    try:
-        def mounted() -> list[Any]:
-            return [s.body[3] for s in rec.signals[before:] if s.member == "Event"
-                    and s.path == ROOT and s.body[2] == "mounted"]
-        deadline = time.monotonic() + 60
-        while len(mounted()) < len(targets) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        events = mounted()
-        assert sorted(e["mount_point"].value for e in events) == sorted(map(str, targets))
-        seqs = [e["seq"].value for e in events]
-        assert seqs == list(range(seqs[0], seqs[0] + len(targets)))
-        assert call(bus, "GetStatus")[0]["mounts"]["data"] >= len(targets)  # still connected
-        assert p.proc.poll() is None
-    finally:
-        for d in targets:
-            libc.umount2(str(d).encode(), 2)
