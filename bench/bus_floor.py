@@ -7,7 +7,9 @@ marshals them (unmounted events, the Manager's Event and the object's), the
 way fsmond writes them (64 events a write, at most 32 writes queued), with
 a dbus-monitor subscribed to the Manager's Event as in mount_storm.py. Beside
 it, in the same run, the Manager's Event alone and pairs with an empty a{sv},
-to show what the cost follows. Alternated, --runs times each.
+to show what the cost follows, and the same unmounts' MountsChanged signals
+(2,048 changes each, as fsmond splits them), which come on top.
+Alternated, --runs times each.
 
     .venv/bin/python bench/bus_floor.py [--events 15000] [--runs 3]
 """
@@ -28,15 +30,38 @@ from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from bench.harness import cpu_seconds, private_bus
-from fsmond.events import Event
+from fsmond.engine.mounts import REMOVED, MountChange
+from fsmond.events import Event, MountEntry
 from fsmond.publishers import dbus_wire as wire
-from fsmond.publishers.dbus import EVENT_BATCH, HIGH_WATER, _Marshalled, _NonBlockingSocket
-from fsmond.publishers.dbus_entries import event_entries
+from fsmond.publishers.dbus import (
+    CHANGES_PER_SIGNAL,
+    EVENT_BATCH,
+    HIGH_WATER,
+    _Marshalled,
+    _NonBlockingSocket,
+)
+from fsmond.publishers.dbus_convert import mounts_changed_bodies
+from fsmond.publishers.dbus_entries import change_entries, event_entries
 
 ROOT, FS = "/org/fsmond/FsMon1", "/org/fsmond/FsMon1/fs/0_50"
 KINDS = {"pairs": "Event pairs, as fsmond sends them",
          "manager": "the Manager's Event alone",
-         "empty": "pairs with an empty a{sv}"}
+         "empty": "pairs with an empty a{sv}",
+         "changes": "MountsChanged, 2,048 removed a signal"}
+
+
+def removed(i: int) -> MountEntry:
+    return MountEntry(1000 + i, 33, (0, 50), "/", f"/tmp/fsmond-storm-x1y2z3ab/m{i}",
+                      "rw,relatime", "tmpfs", "bench", "rw,size=4096k")
+
+
+def mounts_changed(events: int, serial: int) -> list[bytes]:
+    """The unmount half's MountsChanged signals, as fsmond marshals them."""
+    changes = [(i + 1, change_entries(MountChange(i + 1, REMOVED, removed(i)), FS))
+               for i in range(events)]
+    return [wire.signal(serial + n, ROOT, "org.fsmond.FsMon1.Manager", "MountsChanged",
+                        "taa{sv}", wire.body("taa{sv}", body))
+            for n, body in enumerate(mounts_changed_bodies(changes, CHANGES_PER_SIGNAL))]
 
 
 def messages(kind: str, i: int, serial: int) -> bytes:
@@ -65,9 +90,10 @@ async def one_run(kind: str, events: int) -> tuple[float, float, float, int]:
     writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
     try:
         await asyncio.sleep(0.5)  # the monitor is subscribed
-        batches = [b"".join(messages(kind, i, 2 * i + 100)
-                            for i in range(start, min(events, start + EVENT_BATCH)))
-                   for start in range(0, events, EVENT_BATCH)]
+        batches = mounts_changed(events, 100) if kind == "changes" else [
+            b"".join(messages(kind, i, 2 * i + 100)
+                     for i in range(start, min(events, start + EVENT_BATCH)))
+            for start in range(0, events, EVENT_BATCH)]
         bus_cpu, monitor_cpu, t0 = cpu_seconds(bus_proc.pid), cpu_seconds(monitor.pid), \
             time.monotonic()
         for data in batches:
@@ -79,8 +105,10 @@ async def one_run(kind: str, events: int) -> tuple[float, float, float, int]:
                                interface="org.freedesktop.DBus", member="GetId"))
         wall = time.monotonic() - t0
         await asyncio.sleep(0.3)  # the monitor has read the rest
+        size = sum(map(len, batches)) // events if kind == "changes" \
+            else len(messages(kind, 0, 1))
         return (cpu_seconds(bus_proc.pid) - bus_cpu, cpu_seconds(monitor.pid) - monitor_cpu,
-                wall, len(messages(kind, 0, 1)))
+                wall, size)
     finally:
         bus.disconnect()
         monitor.terminate()
