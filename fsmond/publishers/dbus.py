@@ -146,7 +146,6 @@ class DbusPublisher:
         self.objects: dict[DevNum, FileSystemObject] = {}
         self._by_path: dict[str, FileSystemObject] = {}
         self._bus: ObjectManagerBus | None = None
-        self._sock: _NonBlockingSocket | None = None  # the bus's, see _send_raw
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
         self._mount_changes: list[tuple[int, bytearray]] = []  # (generation, change_entries)
@@ -211,8 +210,7 @@ class DbusPublisher:
             raise FsmondError(f"cannot connect to the {self.bus_name} bus: {e}") from e
         writer = bus._writer
         assert writer is not None and writer.sock is not None
-        self._sock = _NonBlockingSocket(writer.sock)
-        writer.sock = self._sock  # type: ignore[assignment]
+        writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
@@ -321,13 +319,13 @@ class DbusPublisher:
         if bus is None or not bus.connected or not data:
             return
         writer = bus._writer
-        if self._sock is not None and writer is not None and writer.buf is None \
+        if writer is not None and writer.sock is not None and writer.buf is None \
                 and not writer.messages:
             # Nothing queued: write now, without dbus-fast's queue and future
             # (an error's way out, run cold). What the socket does not take,
             # or an error, goes the usual way, which handles both.
             try:
-                sent = self._sock.send(data)
+                sent = writer.sock.send(data)  # the _NonBlockingSocket: 0 for EAGAIN
             except OSError:
                 sent = 0
             if sent == len(data):
