@@ -42,16 +42,11 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from bench.harness import private_bus, private_namespace, start_fsmond, work_dir
+from bench.harness import percentile, private_bus, private_namespace, start_fsmond, work_dir
 from bench.sched_trace import SchedTrace, hops, report
 from fsmond.sources import fserror
 
 PRINTK = Path("/proc/sys/kernel/printk")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def say(tag: str, at: float | None = None) -> None:

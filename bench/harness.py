@@ -100,6 +100,11 @@ def storm(base: Path, n: int, mount: bool) -> float:
     return time.monotonic() - t0
 
 
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
 def private_bus() -> tuple[subprocess.Popen[str], str]:
     bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
                            stdout=subprocess.PIPE, text=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
+from bench.harness import percentile
 from fsmond.config import parse_config
 from fsmond.engine.core import Engine
 from fsmond.engine.mounts import REMOVED, MountChange
@@ -132,7 +133,7 @@ def main() -> None:
         for name, gap in (("cold (1.1 s asleep before)", 1.1), ("warm (back to back)", 0.0)):
             ms = timed(error, args.cold, gap)
             print(f"{name:30} {statistics.median(ms):7.3f} "
-                  f"{ms[round(0.99 * (len(ms) - 1))]:7.3f} {ms[-1]:7.3f}")
+                  f"{percentile(ms, 99):7.3f} {ms[-1]:7.3f}")
 
 
 if __name__ == "__main__":
