@@ -126,6 +126,10 @@ def main() -> None:
                     help="after the mount storm, once every watcher is idle, time one mount "
                     "and its unmount at the full table (the everyday change) instead of "
                     "the unmount storm; no CPU ratio")
+    ap.add_argument("--without-findmnt", dest="findmnt", action="store_false",
+                    help="do not run findmnt beside fsmond (it keeps one of the CPUs busy "
+                    "through the storm): what fsmond and the bus do with the machine to "
+                    "themselves; no CPU ratio")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
     ap.add_argument("--unwatched", action="store_true",
@@ -157,7 +161,7 @@ def main() -> None:
         fsmond_cmd[1:1] = ["-m", "cProfile", "-o", args.profile]
     fsmond = Watcher("fsmond " + args.backend, fsmond_cmd, str(work / "m"))
     findmnt = Watcher("findmnt --poll", ["findmnt", "--poll", "-o", "ACTION,TARGET"],
-                      str(work / "m"))
+                      str(work / "m")) if args.findmnt else None
     if not fsmond.ready.wait(30):
         sys.exit("fsmond did not start")
     monitor = None
@@ -176,7 +180,7 @@ def main() -> None:
     if args.sample and args.sample_phase == "all":
         sampler = sample()
     time.sleep(1.0)  # findmnt has read its first table
-    watchers = [fsmond, findmnt]
+    watchers = [fsmond, *([findmnt] if findmnt else [])]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
     # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
     bus_cpu0 = cpu_seconds(bus.pid) if bus is not None else 0.0
@@ -259,8 +263,8 @@ def main() -> None:
     print(f"{'phase':12} {'watcher':22} {'lines':>7} {'lag s':>8}")
     for phase, name, lines, lag in rows:
         print(f"{phase:12} {name:22} {lines:7d} {lag:8.3f}")
-    print(f"{'cpu s':12} {fsmond.name:22} {cpu[fsmond.name]:7.2f}")
-    print(f"{'cpu s':12} {findmnt.name:22} {cpu[findmnt.name]:7.2f}")
+    for w in watchers:
+        print(f"{'cpu s':12} {w.name:22} {cpu[w.name]:7.2f}")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}"
           + (f"; dbus-daemon over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
@@ -278,12 +282,12 @@ def main() -> None:
                           f"by {name} never ({changes} changes)"
                           for name, lags in seen.items()))
         return
-    ratio = cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9)
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
-    print(f"summary: {args.mounts} mounts, backend {args.backend}: findmnt/fsmond CPU "
-          f"{ratio:.1f}x, fsmond lag {worst_lag:.2f}s"
-          + (f" (its last send {max(sent):.2f}s)" if sent else ""))
+    ratio = (f"findmnt/fsmond CPU {cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9):.1f}x"
+             if findmnt else f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)")
+    print(f"summary: {args.mounts} mounts, backend {args.backend}: {ratio}, fsmond lag "
+          f"{worst_lag:.2f}s" + (f" (its last send {max(sent):.2f}s)" if sent else ""))
 
 
 if __name__ == "__main__":

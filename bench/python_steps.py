@@ -8,10 +8,11 @@ are as they are in a running daemon.
 
     .venv/bin/python bench/python_steps.py [--cold N]
 
---cold N times the ext4 error's work N times, each after 1.1 s asleep (as
-error_latency spaces its errors), and N times back to back: how much slower
-this VM runs the same Python steps cold, with no I/O and no other process
-in the way.
+--cold N times the ext4 error's work N times back to back, then N times
+after each of several pauses up to 1.1 s (as error_latency spaces its
+errors): how much slower this VM runs the same Python steps cold, with no
+I/O and no other process in the way, and how soon they go cold. With
+`--busy` the pauses spin instead of sleeping, so the CPU never goes idle.
 """
 
 from __future__ import annotations
@@ -81,11 +82,20 @@ def engine_with_binds(n: int) -> Engine:
     return e
 
 
-def timed(work: Callable[[], object], n: int, gap: float) -> list[float]:
-    """Milliseconds each of n calls took, each after `gap` seconds asleep."""
+PAUSES = (0.0, 0.001, 0.01, 0.1, 1.1)  # seconds before each call
+
+
+def timed(work: Callable[[], object], n: int, gap: float, busy: bool = False) -> list[float]:
+    """Milliseconds each of n calls took, each after `gap` seconds asleep
+    (or spinning, with `busy`)."""
     out = []
     for _ in range(n):
-        time.sleep(gap)
+        if busy:
+            end = time.perf_counter() + gap
+            while time.perf_counter() < end:
+                pass
+        else:
+            time.sleep(gap)
         t0 = time.perf_counter()
         work()
         out.append((time.perf_counter() - t0) * 1000)
@@ -95,7 +105,9 @@ def timed(work: Callable[[], object], n: int, gap: float) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cold", type=int, metavar="N", help="also time the error's work N times "
-                    "cold (after 1.1 s asleep) and N times warm")
+                    "back to back and N times after each pause")
+    ap.add_argument("--busy", action="store_true",
+                    help="with --cold: spin through the pauses instead of sleeping")
     args = ap.parse_args()
     engine = engine_with_binds(2000)
     batches = iter(range(100, 2100, 100))
@@ -130,8 +142,10 @@ def main() -> None:
     print("summary: " + ", ".join(f"{n} ({name.split(':')[0]})" for name, n in rows))
     if args.cold:
         print(f"{'the ext4 error, ms':30} {'p50':>7} {'p99':>7} {'max':>7}")
-        for name, gap in (("cold (1.1 s asleep before)", 1.1), ("warm (back to back)", 0.0)):
-            ms = timed(error, args.cold, gap)
+        for gap in PAUSES:
+            ms = timed(error, args.cold, gap, args.busy)
+            name = f"after {gap * 1000:g} ms {'spinning' if args.busy else 'asleep'}" \
+                if gap else "back to back"
             print(f"{name:30} {statistics.median(ms):7.3f} "
                   f"{percentile(ms, 99):7.3f} {ms[-1]:7.3f}")
 
