@@ -12,12 +12,12 @@ accumulates until `take_updates()`.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
+from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
 from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
 from fsmond.errors import NotFoundError
 from fsmond.events import (
@@ -166,7 +166,7 @@ class Engine:
         if dev in self._found:
             found = self._found[dev]
             for k in sorted(k for k in added if found is None or k < found):
-                if _contains(keys, k) and (spec := self._watch_for(k[2])) is not None:
+                if contains(keys, k) and (spec := self._watch_for(k[2])) is not None:
                     self._found[dev] = k
                     return spec
             return self._watch_for(found[2]) if found is not None else None
@@ -249,12 +249,12 @@ class Engine:
                     del self._found[dev]  # what named the watch is gone: search again
             if c.kind != REMOVED:
                 if dev in gone:
-                    _discard(keys, gone.pop(dev))
+                    discard(keys, gone.pop(dev))
                 new = mount_key(c.entry)
-                bisect.insort(keys, new)
+                insert(keys, new)
                 self._added.setdefault(dev, []).append(new)
         for dev, old_keys in gone.items():
-            _discard(self._by_device[dev], old_keys)
+            discard(self._by_device[dev], old_keys)
         self._updates.mount_changes += changes
         events: list[Event] = []
         affected = list(dict.fromkeys(c.entry.device for c in changes))
@@ -421,74 +421,6 @@ class Engine:
         return Event(seq=self.seq, time=now + self.wall_offset, cls=n.cls, name=n.name,
                      source=source, device=dev_str(device), pid=n.pid, comm=n.comm,
                      details=n.details)
-
-
-MountKey = tuple[bool, int, str, int]
-
-
-def mount_key(e: MountEntry) -> MountKey:
-    """Sorts the mount that best names a file system first: its whole root, the
-    shortest path; the mount id keeps stacked mounts apart."""
-    return (e.root != "/", len(e.mount_point), e.mount_point, e.mount_id)
-
-
-class MountPoints(Sequence[str]):
-    """A file system's mount points, best name first: a live view of the
-    engine's sorted keys, as copying 15,000 names per batch of a storm was a
-    tenth of fsmond's CPU in it."""
-
-    __slots__ = ("_keys",)
-
-    def __init__(self, keys: list[MountKey]) -> None:
-        self._keys = keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [k[2] for k in self._keys[i]]
-        return self._keys[i][2]
-
-    def __iter__(self) -> Iterator[str]:
-        return (k[2] for k in self._keys)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"MountPoints({list(self)!r})"
-
-
-def _contains(keys: list[MountKey], key: MountKey) -> bool:
-    i = bisect.bisect_left(keys, key)
-    return i < len(keys) and keys[i] == key
-
-
-def _discard(keys: list[MountKey], gone: list[MountKey]) -> None:
-    """Remove these keys, in place (MountPoints views share the list). Many
-    at once are cut out in one pass: deleting them one by one moves the rest
-    of the list each time, which made an unmount storm quadratic."""
-    if len(gone) == 1:
-        i = bisect.bisect_left(keys, gone[0])
-        if i < len(keys) and keys[i] == gone[0]:
-            del keys[i]
-        return
-    drop = sorted({i for k in gone if (i := bisect.bisect_left(keys, k)) < len(keys)
-                   and keys[i] == k})
-    kept: list[MountKey] = []
-    start = 0
-    for i in drop:
-        kept += keys[start:i]
-        start = i + 1
-    kept += keys[start:]
-    keys[:] = kept
 
 
 def _forced(super_options: str) -> bool:
