@@ -6,9 +6,10 @@ from /proc/<pid>/stat) and catch-up lag (from the storm's end to the last
 line it printed about the storm). Prints a table and a summary line.
 With --lone, the unmount storm is replaced by one mount and one unmount at
 the full table, timed from the call: the latency of an everyday change.
+With --without-findmnt, fsmond runs alone: what findmnt's busy CPU costs it.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
-        [--lone]
+        [--lone] [--without-findmnt]
 """
 
 from __future__ import annotations
