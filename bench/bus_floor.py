@@ -9,9 +9,10 @@ a dbus-monitor subscribed to the Manager's Event as in mount_storm.py. Beside
 it, in the same run, the Manager's Event alone and pairs with an empty a{sv},
 to show what the cost follows, and the same unmounts' MountsChanged signals
 (2,048 changes each, as fsmond splits them), which come on top.
-Alternated, --runs times each.
+Alternated, --runs times each. With --no-monitor nobody subscribes: what
+dbus-daemon takes to route the signals to no one.
 
-    .venv/bin/python bench/bus_floor.py [--events 15000] [--runs 3]
+    .venv/bin/python bench/bus_floor.py [--events 15000] [--runs 3] [--no-monitor]
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ def messages(kind: str, i: int, serial: int) -> bytes:
     return out
 
 
-async def one_run(kind: str, events: int) -> tuple[float, float, float, int]:
+async def one_run(kind: str, events: int, subscribed: bool = True
+                  ) -> tuple[float, float, float, int]:
     """dbus-daemon's CPU s, dbus-monitor's, the wall time, and bytes an event."""
     bus_proc, address = private_bus()
+    # Without a subscriber a process that does nothing stands in for the
+    # monitor, so that the rest of the run stays the same.
     monitor = subprocess.Popen(
         ["dbus-monitor", "--address", address, "--profile",
-         "type='signal',interface='org.fsmond.FsMon1.Manager',member='Event'"],
+         "type='signal',interface='org.fsmond.FsMon1.Manager',member='Event'"]
+        if subscribed else ["sleep", "infinity"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bus = await MessageBus(bus_address=address).connect()
     writer = bus._writer
@@ -121,11 +126,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=15000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-monitor", dest="monitor", action="store_false",
+                    help="nobody subscribes to the signals")
     args = ap.parse_args()
     results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in KINDS}
     for _ in range(args.runs):
         for kind in KINDS:
-            results[kind].append(asyncio.run(one_run(kind, args.events)))
+            results[kind].append(asyncio.run(one_run(kind, args.events, args.monitor)))
     print(f"{'signals':36} {'bytes/event':>11} {'dbus-daemon CPU s':>18} {'monitor CPU s':>14} "
           f"{'wall s':>7}  (medians of {args.runs})")
     med = {}
