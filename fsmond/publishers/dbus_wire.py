@@ -62,7 +62,7 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
         else:
             put_fields(buf, value)
     elif sig == "as":
-        put_strings(buf, value)
+        _put_strings(buf, value)
     elif sig == "aa{sv}":
         _put_dicts(buf, value)
     elif sig == "ay":
@@ -87,7 +87,7 @@ def put(buf: bytearray, sig: str, value: Any) -> None:
 _NUL_PAD = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")
 
 
-def put_strings(buf: bytearray, value: list[str]) -> None:
+def _put_strings(buf: bytearray, value: list[str]) -> None:
     """An `as` in one join: a file system's MountPoints is 15,000 names in
     a storm, and element by element through `put` costs twice as much."""
     _align(buf, 4)
