@@ -10,9 +10,12 @@ it, in the same run, the Manager's Event alone and pairs with an empty a{sv},
 to show what the cost follows, and the same unmounts' MountsChanged signals
 (2,048 changes each, as fsmond splits them), which come on top.
 Alternated, --runs times each. With --no-monitor nobody subscribes: what
-dbus-daemon takes to route the signals to no one.
+dbus-daemon takes to route the signals to no one. With --broker dbus-broker
+the bus is dbus-broker instead (Fedora's and Arch's; needs root, for its
+journal stand-in in a private mount namespace).
 
     .venv/bin/python bench/bus_floor.py [--events 15000] [--runs 3] [--no-monitor]
+        [--broker dbus-daemon|dbus-broker]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from bench.harness import cpu_seconds, private_bus
+from bench.harness import BROKERS, cpu_seconds, private_bus, private_namespace, router_pid
 from fsmond.engine.mounts import REMOVED, MountChange
 from fsmond.events import Event, MountEntry
 from fsmond.publishers import dbus_wire as wire
@@ -78,10 +81,11 @@ def messages(kind: str, i: int, serial: int) -> bytes:
     return out
 
 
-async def one_run(kind: str, events: int, subscribed: bool = True
+async def one_run(kind: str, events: int, subscribed: bool, broker: str
                   ) -> tuple[float, float, float, int]:
-    """dbus-daemon's CPU s, dbus-monitor's, the wall time, and bytes an event."""
-    bus_proc, address = private_bus()
+    """The bus's CPU s, dbus-monitor's, the wall time, and bytes an event."""
+    bus_proc, address = private_bus(broker)
+    router = router_pid(bus_proc)
     # Without a subscriber a process that does nothing stands in for the
     # monitor, so that the rest of the run stays the same.
     monitor = subprocess.Popen(
@@ -99,7 +103,7 @@ async def one_run(kind: str, events: int, subscribed: bool = True
             b"".join(messages(kind, i, 2 * i + 100)
                      for i in range(start, min(events, start + EVENT_BATCH)))
             for start in range(0, events, EVENT_BATCH)]
-        bus_cpu, monitor_cpu, t0 = cpu_seconds(bus_proc.pid), cpu_seconds(monitor.pid), \
+        bus_cpu, monitor_cpu, t0 = cpu_seconds(router), cpu_seconds(monitor.pid), \
             time.monotonic()
         for data in batches:
             bus.send(_Marshalled(data))  # type: ignore[arg-type]
@@ -112,7 +116,7 @@ async def one_run(kind: str, events: int, subscribed: bool = True
         await asyncio.sleep(0.3)  # the monitor has read the rest
         size = sum(map(len, batches)) // events if kind == "changes" \
             else len(messages(kind, 0, 1))
-        return (cpu_seconds(bus_proc.pid) - bus_cpu, cpu_seconds(monitor.pid) - monitor_cpu,
+        return (cpu_seconds(router) - bus_cpu, cpu_seconds(monitor.pid) - monitor_cpu,
                 wall, size)
     finally:
         bus.disconnect()
@@ -128,12 +132,15 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-monitor", dest="monitor", action="store_false",
                     help="nobody subscribes to the signals")
+    ap.add_argument("--broker", choices=BROKERS, default="dbus-daemon")
     args = ap.parse_args()
+    if args.broker == "dbus-broker":
+        private_namespace()
     results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in KINDS}
     for _ in range(args.runs):
         for kind in KINDS:
-            results[kind].append(asyncio.run(one_run(kind, args.events, args.monitor)))
-    print(f"{'signals':36} {'bytes/event':>11} {'dbus-daemon CPU s':>18} {'monitor CPU s':>14} "
+            results[kind].append(asyncio.run(one_run(kind, args.events, args.monitor, args.broker)))
+    print(f"{'signals':36} {'bytes/event':>11} {args.broker + ' CPU s':>18} {'monitor CPU s':>14} "
           f"{'wall s':>7}  (medians of {args.runs})")
     med = {}
     for kind, name in KINDS.items():
@@ -141,7 +148,7 @@ def main() -> None:
         med[kind] = [statistics.median(r[k] for r in rows) for k in range(3)]
         print(f"{name:36} {rows[0][3]:11d} {med[kind][0]:18.2f} {med[kind][1]:14.2f} "
               f"{med[kind][2]:7.2f}")
-    print(f"summary: {args.events} events: dbus-daemon takes {med['pairs'][0]:.2f} CPU s "
+    print(f"summary: {args.events} events: {args.broker} takes {med['pairs'][0]:.2f} CPU s "
           f"({med['pairs'][0] / args.events * 1e6:.0f} us an event) to pass fsmond's Event "
           f"pairs, {med['pairs'][0] / max(med['manager'][0], 1e-9):.1f}x the Manager's alone, "
           f"{med['pairs'][0] / max(med['empty'][0], 1e-9):.1f}x pairs with an empty a{{sv}}")

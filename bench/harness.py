@@ -7,9 +7,11 @@ import atexit
 import ctypes
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -47,10 +49,15 @@ def thread_cpu_seconds(pid: int) -> tuple[float, float]:
     return main, other
 
 
+_in_private_namespace = False
+
+
 def private_namespace() -> None:
+    global _in_private_namespace
     if libc.unshare(CLONE_NEWNS) != 0:
         sys.exit("unshare(CLONE_NEWNS) failed: run as root")
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+    _in_private_namespace = True
 
 
 def work_dir(prefix: str) -> Path:
@@ -105,11 +112,80 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def private_bus() -> tuple[subprocess.Popen[str], str]:
+BROKERS = ("dbus-daemon", "dbus-broker")
+
+
+def private_bus(broker: str = "dbus-daemon") -> tuple[subprocess.Popen[str], str]:
+    """A session bus of the benchmark's own: the reference dbus-daemon (the
+    system bus of Debian and Ubuntu), or dbus-broker (Fedora's, Arch's).
+    Stopping the returned process stops the bus."""
+    if broker == "dbus-broker":
+        return _dbus_broker()
     bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
                            stdout=subprocess.PIPE, text=True)
     assert bus.stdout is not None
     return bus, bus.stdout.readline().strip()
+
+
+def router_pid(bus: subprocess.Popen[str]) -> int:
+    """The process that passes the messages: dbus-broker-launch leaves that
+    to the dbus-broker it starts, a child of its own."""
+    if Path(str(bus.args[0])).name != "dbus-broker-launch":
+        return bus.pid
+    children = Path(f"/proc/{bus.pid}/task/{bus.pid}/children")
+    while not (kids := children.read_text().split()):
+        time.sleep(0.01)
+    return int(kids[0])
+
+
+def _dbus_broker() -> tuple[subprocess.Popen[str], str]:
+    """dbus-broker-launch outside systemd: it wants its listening socket
+    passed as systemd would (LISTEN_FDS) and journald's socket to log to.
+    The stand-in journal is a tmpfs over /run/systemd in this private mount
+    namespace, so the host's is untouched; what is logged is thrown away."""
+    if shutil.which("dbus-broker-launch") is None:
+        sys.exit("--broker dbus-broker needs dbus-broker: apt-get install --no-install-recommends "
+                 "dbus-broker (Debian's package makes it the system bus at the next boot; "
+                 "`systemctl disable dbus-broker` undoes that)")
+    if not _in_private_namespace:
+        sys.exit("dbus-broker: call private_namespace() first (its journal stand-in)")
+    if not Path("/run/systemd/journal/socket").exists():  # once for all buses of a run
+        subprocess.run(["mount", "-t", "tmpfs", "fsmond-bench-journal", "/run/systemd"],
+                       check=True)
+        Path("/run/systemd/journal").mkdir()
+        journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        journal.bind("/run/systemd/journal/socket")
+        threading.Thread(target=_drain, args=(journal,), daemon=True).start()
+    path = Path(tempfile.mkdtemp(prefix="fsmond-broker-")) / "bus"
+    atexit.register(shutil.rmtree, path.parent, True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(128)
+    address = f"unix:path={path}"
+    fd = listener.fileno()
+
+    def as_systemd_would() -> None:
+        # In the child, as LISTEN_PID must name the launcher; without env=,
+        # the exec takes this environment.
+        os.dup2(fd, 3)
+        os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()),
+                          DBUS_SESSION_BUS_ADDRESS=address, XDG_RUNTIME_DIR=str(path.parent))
+    bus = subprocess.Popen(["dbus-broker-launch", "--scope", "user", "--config-file",
+                            "/usr/share/dbus-1/session.conf"], preexec_fn=as_systemd_would,
+                           pass_fds=(3,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           text=True)
+    listener.close()
+    while subprocess.run(["busctl", f"--address={address}", "status"],
+                         capture_output=True).returncode != 0:
+        if bus.poll() is not None:
+            sys.exit("dbus-broker-launch did not start")
+        time.sleep(0.05)
+    return bus, address
+
+
+def _drain(journal: socket.socket) -> None:
+    while True:
+        journal.recv(65536)
 
 
 def start_fsmond(work: Path, config: str, *args: str,

@@ -26,10 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.harness import (
+    BROKERS,
     cpu_seconds,
     one,
     private_bus,
     private_namespace,
+    router_pid,
     storm,
     storm_dir,
     thread_cpu_seconds,
@@ -131,6 +133,9 @@ def main() -> None:
                     help="do not run findmnt beside fsmond (it keeps one of the CPUs busy "
                     "through the storm): what fsmond and the bus do with the machine to "
                     "themselves; no CPU ratio")
+    ap.add_argument("--broker", choices=BROKERS, default="dbus-daemon",
+                    help="the bus fsmond publishes on: the reference dbus-daemon (Debian's "
+                    "system bus), or dbus-broker (Fedora's, Arch's)")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
     ap.add_argument("--unwatched", action="store_true",
@@ -154,7 +159,7 @@ def main() -> None:
     fsmond_cmd = [sys.executable, "-m", "fsmond", "--config", str(cfg)]
     bus, address = None, ""
     if args.dbus:
-        bus, address = private_bus()
+        bus, address = private_bus(args.broker)
         fsmond_cmd += ["--bus", address]
     else:
         fsmond_cmd += ["--no-dbus", "--print-events"]
@@ -184,7 +189,8 @@ def main() -> None:
     watchers = [fsmond, *([findmnt] if findmnt else [])]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
     # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
-    bus_cpu0 = cpu_seconds(bus.pid) if bus is not None else 0.0
+    bus_pid = router_pid(bus) if bus is not None else 0
+    bus_cpu0 = cpu_seconds(bus_pid) if bus is not None else 0.0
     rows = []
     # When fsmond handed each phase's last Event to the bus: its own catch-up,
     # before dbus-daemon passes it on. Its last send before the monitor saw that
@@ -192,7 +198,7 @@ def main() -> None:
     # And how its main thread and dbus-daemon spent that time: running, waiting
     # for a CPU, asleep (fsmond: waiting for the bus to take its writes, or for
     # fanotify).
-    pid, bus_pid = fsmond.proc.pid, bus.pid if bus is not None else 0
+    pid = fsmond.proc.pid
     sends = Trace(work, {
         "syscalls/sys_enter_sendto": f"common_pid == {pid}",
         "syscalls/sys_enter_sendmsg": f"common_pid == {pid}",
@@ -250,8 +256,8 @@ def main() -> None:
                 print(f"{phase}: from the storm's end to fsmond's last send, " + "; ".join(
                     f"{who} " + ", ".join(f"{k} {v:.3f} s" for k, v in
                                           time_in_states(sends.text, p, end, sent[-1]).items())
-                    for who, p in (("fsmond's main thread", pid), ("dbus-daemon", bus_pid))))
-    bus_cpu = cpu_seconds(bus.pid) - bus_cpu0 if bus is not None else 0.0
+                    for who, p in (("fsmond's main thread", pid), (args.broker, bus_pid))))
+    bus_cpu = cpu_seconds(bus_pid) - bus_cpu0 if bus is not None else 0.0
     threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
     if sampler is not None:
         sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -268,7 +274,7 @@ def main() -> None:
         print(f"{'cpu s':12} {w.name:22} {cpu[w.name]:7.2f}")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}"
-          + (f"; dbus-daemon over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
+          + (f"; {args.broker} over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
     if args.lone:
         changes = len(phases) - 1
         seen = {name: [lag for phase, n, lines, lag in rows
