@@ -14,7 +14,7 @@ lines, so no watcher waits for another's GIL or for the writer (ext4 handles
 the error, console output included, before the write returns).
 
     sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N] [--sched]
-        [--steps]
+        [--steps] [--broker dbus-daemon|dbus-broker] [--interleave]
 
 --console-loglevel sets /proc/sys/kernel/printk's first field for the run
 (restored after): ext4 prints its error at KERN_CRIT, and a console that
@@ -22,6 +22,8 @@ shows that level (a serial console at the default 4) is written to before
 anyone is told. --sched records scheduler wake-ups in a tracefs instance of
 its own and splits each error's way: the kernel waking fsmond, fsmond's
 handling until its write wakes dbus-daemon, dbus-daemon waking dbus-monitor.
+--interleave stops the other watchers for every other error (see `measure`):
+fsmond's latency with and without them waking on the same CPUs.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,11 +45,20 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from bench.harness import percentile, private_bus, private_namespace, start_fsmond, work_dir
+from bench.harness import (
+    BROKERS,
+    percentile,
+    private_bus,
+    private_namespace,
+    router_pid,
+    start_fsmond,
+    work_dir,
+)
 from bench.sched_trace import SchedTrace, hops, report
 from fsmond.sources import fserror
 
 PRINTK = Path("/proc/sys/kernel/printk")
+TARGET = 0.005  # issue 6: p99 <= 5 ms
 
 
 def say(tag: str, at: float | None = None) -> None:
@@ -126,7 +138,8 @@ class Watcher:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, __file__, *args],
-                                     stdout=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, text=True,
+                                     process_group=0)  # with its dmesg or dbus-monitor
         self.seen: dict[str, float] = {}
         self.untagged: list[float] = []
         assert self.proc.stdout is not None
@@ -155,20 +168,35 @@ class Watcher:
 
 # ------------------------------------------------------------ the run
 
-def measure(loop: str, mnt: Path, address: str,
-            errors: int) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+FSMOND, ALONE = "fsmond D-Bus Event", "fsmond, others stopped"
+AT = "at"  # in each round: when the error came, seconds into the run
+
+
+def measure(loop: str, mnt: Path, address: str, errors: int, interleave: bool = False
+            ) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """Each watcher's latencies, and each error's. With `interleave`, every
+    other error comes while all watchers but fsmond's subscriber are stopped
+    (SIGSTOP, their whole process groups), so that nothing else wakes with
+    fsmond on the two CPUs; they go on once it has been seen, and catch up."""
     watchers = {
-        "fsmond D-Bus Event": Watcher("--watch-dbus", address),
+        FSMOND: Watcher("--watch-dbus", address),
         "  seen by dbus-monitor": Watcher("--watch-monitor", address),
         "dmesg --follow": Watcher("--watch-dmesg"),
         "bare FAN_FS_ERROR (floor)": Watcher("--watch-floor", str(mnt)),
     }
-    lat: dict[str, list[float]] = {name: [] for name in watchers}
+    others = list(watchers.values())[1:]
+    lat: dict[str, list[float]] = {name: [] for name in [*watchers, *([ALONE] if interleave
+                                                                       else [])]}
     rounds: list[dict[str, float]] = []  # each error's latency per watcher
     trigger = f"/sys/fs/ext4/{loop}/trigger_fs_error"
     try:
         time.sleep(0.5)
+        start = time.monotonic()
         for i in range(errors):
+            alone = interleave and i % 2 == 1
+            if alone:  # well before the error: stopping wakes them too
+                for w in others:
+                    os.killpg(w.proc.pid, signal.SIGSTOP)
             # 1.1 s apart: each error opens its own fold window, so each is
             # published at once, as the first error of a storm is.
             time.sleep(1.1)
@@ -176,14 +204,20 @@ def measure(loop: str, mnt: Path, address: str,
             t0 = time.monotonic()
             with open(trigger, "w") as f:
                 f.write(f"{tag} latency\n")
-            rounds.append({})
+            rounds.append({AT: t0 - start})
             for name, w in watchers.items():
+                if alone and w is others[0]:  # fsmond's Event is in (or late)
+                    for other in others:
+                        os.killpg(other.proc.pid, signal.SIGCONT)
+                # The stopped are waited for too: the floor's events pair by count.
                 t = w.wait(tag, i)
-                if t is not None:
-                    lat[name].append(t - t0)
-                    rounds[-1][name] = t - t0
+                if t is not None and not (alone and w in others):
+                    label = ALONE if alone else name
+                    lat[label].append(t - t0)
+                    rounds[-1][label] = t - t0
     finally:
         for w in watchers.values():
+            os.killpg(w.proc.pid, signal.SIGCONT)
             w.proc.terminate()
     return lat, rounds
 
@@ -192,10 +226,22 @@ def print_tail(rounds: list[dict[str, float]], names: list[str], n: int = 5) -> 
     """fsmond's slowest errors beside the other watchers' times for the same
     error: a tail that every watcher shares is the machine's, not fsmond's."""
     ms = 1000
-    slow = sorted(rounds, key=lambda r: -r.get(names[0], 0.0))[:n]
+    slow = sorted((r for r in rounds if names[0] in r), key=lambda r: -r[names[0]])[:n]
     print(f"fsmond's {n} slowest errors, ms ({' / '.join(n.strip() for n in names)}): "
           + "; ".join(" / ".join(f"{r[name] * ms:.1f}" if name in r else "-" for name in names)
                       for r in slow))
+    # Was the kernel slow too? Its own path (the floor) in its tail, beside
+    # how often that happens at all.
+    fsmond, floor = names[0], names[-1]
+    both = [r for r in rounds if fsmond in r and floor in r]
+    if both:
+        slow_floor = 3 * statistics.median(r[floor] for r in both)
+        over = [r for r in both if r[fsmond] > TARGET]
+        print(f"errors over {TARGET * ms:.0f} ms at fsmond: {len(over)} of {len(both)} "
+              f"(at {', '.join(f'{r[AT]:.0f}' for r in over)} s); the floor was over 3x its "
+              f"median in {sum(r[floor] > slow_floor for r in over)} of those, and in "
+              f"{sum(r[floor] > slow_floor for r in both)} of all (at "
+              f"{', '.join(f'{r[AT]:.0f}' for r in both if r[floor] > slow_floor)} s)")
 
 
 def main() -> None:
@@ -209,6 +255,12 @@ def main() -> None:
                     help="instead of timing, count the Python steps of fsmond's FAN_FS_ERROR "
                     "handler (bench/handler_steps.py): before its first write, in all, and "
                     "by function")
+    ap.add_argument("--broker", choices=BROKERS, default="dbus-daemon",
+                    help="the bus between fsmond and its subscribers")
+    ap.add_argument("--interleave", action="store_true",
+                    help="every other error, stop the other watchers (SIGSTOP) until fsmond's "
+                    "subscriber has seen it: fsmond's latency without them waking on the "
+                    "same CPUs, in the same run")
     ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
     ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
@@ -242,32 +294,39 @@ def main() -> None:
             Path(f"/sys/fs/ext4/{loop}/{knob}").write_text("0\n")  # 0: no limit
         if args.console_loglevel is not None:
             PRINTK.write_text(f"{args.console_loglevel}\n")
-        bus_proc, address = private_bus()
+        bus_proc, address = private_bus(args.broker)
         steps = work / "steps.txt"
         launcher = (str(Path(__file__).parent / "handler_steps.py"), str(steps)) \
             if args.steps else ("-m", "fsmond")
         fsmond = start_fsmond(work, f'[daemon]\nudev = false\n[[watch]]\npath = "{mnt}"\n',
                               "--bus", address, launcher=launcher)
         with SchedTrace(work, fsmond.pid) if args.sched else contextlib.nullcontext() as trace:
-            lat, rounds = measure(loop, mnt, address, args.errors)
+            lat, rounds = measure(loop, mnt, address, args.errors, args.interleave)
         ms = 1000
         print(f"console log level {PRINTK.read_text().split()[0]}, consoles: "
               + ", ".join(line.split()[0] for line in
                           Path("/proc/consoles").read_text().splitlines()))
-        print(f"{'watcher':26} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        # How many took longer than the target: steadier than a p99 of 200,
+        # which is the third slowest alone.
+        print(f"{'watcher':31} {'n':>5} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+              f"{'> 5 ms':>7}")
         for name, values in lat.items():
-            print(f"{name:26} {len(values):5d} {statistics.median(values) * ms:8.2f} "
-                  f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f}")
-        print_tail(rounds, list(lat))
+            print(f"{name:31} {len(values):5d} {statistics.median(values) * ms:8.2f} "
+                  f"{percentile(values, 99) * ms:8.2f} {max(values) * ms:8.2f} "
+                  f"{sum(v > TARGET for v in values):7d}")
+        print_tail(rounds, [name for name in lat if name != ALONE])
         if trace is not None:
-            report(*hops(trace.text, fsmond.pid, bus_proc.pid))
-        f, m, d, k = lat.values()
+            report(*hops(trace.text, fsmond.pid, router_pid(bus_proc)))
+        f, m, d, k = (lat[name] for name in list(lat)[:4])
         print(f"summary: {len(f)} ext4 errors: fsmond p50 {statistics.median(f) * ms:.2f} ms, "
               f"p99 {percentile(f, 99) * ms:.2f} ms (at dbus-monitor "
               f"{statistics.median(m) * ms:.2f} / {percentile(m, 99) * ms:.2f} ms); "
               f"dmesg --follow p50 "
               f"{statistics.median(d) * ms:.2f} ms; kernel floor p50 "
-              f"{statistics.median(k) * ms:.2f} ms, p99 {percentile(k, 99) * ms:.2f} ms")
+              f"{statistics.median(k) * ms:.2f} ms, p99 {percentile(k, 99) * ms:.2f} ms"
+              + (f"; with the other watchers stopped ({len(a)} errors): fsmond p50 "
+                 f"{statistics.median(a) * ms:.2f} ms, p99 {percentile(a, 99) * ms:.2f} ms"
+                 if (a := lat.get(ALONE)) else ""))
     finally:
         PRINTK.write_text(printk.split()[0] + "\n")
         if fsmond is not None:
