@@ -14,7 +14,7 @@ lines, so no watcher waits for another's GIL or for the writer (ext4 handles
 the error, console output included, before the write returns).
 
     sudo .venv/bin/python bench/error_latency.py [--errors 200] [--console-loglevel N] [--sched]
-        [--steps] [--broker dbus-daemon|dbus-broker] [--interleave]
+        [--steps] [--broker dbus-daemon|dbus-broker] [--interleave] [--floor-only]
 
 --console-loglevel sets /proc/sys/kernel/printk's first field for the run
 (restored after): ext4 prints its error at KERN_CRIT, and a console that
@@ -24,6 +24,8 @@ its own and splits each error's way: the kernel waking fsmond, fsmond's
 handling until its write wakes dbus-daemon, dbus-daemon waking dbus-monitor.
 --interleave stops the other watchers for every other error (see `measure`):
 fsmond's latency with and without them waking on the same CPUs.
+--floor-only runs the floor's reader alone, without fsmond: how often the
+kernel's own path is slow here.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ class Watcher:
 # ------------------------------------------------------------ the run
 
 FSMOND, ALONE = "fsmond D-Bus Event", "fsmond, others stopped"
+FLOOR = "bare FAN_FS_ERROR (floor)"
 AT = "at"  # in each round: when the error came, seconds into the run
 
 
@@ -177,13 +180,14 @@ def measure(loop: str, mnt: Path, address: str, errors: int, interleave: bool = 
     """Each watcher's latencies, and each error's. With `interleave`, every
     other error comes while all watchers but fsmond's subscriber are stopped
     (SIGSTOP, their whole process groups), so that nothing else wakes with
-    fsmond on the two CPUs; they go on once it has been seen, and catch up."""
+    fsmond on the two CPUs; they go on once it has been seen, and catch up.
+    Without a bus `address`, the floor is the only watcher."""
     watchers = {
         FSMOND: Watcher("--watch-dbus", address),
         "  seen by dbus-monitor": Watcher("--watch-monitor", address),
         "dmesg --follow": Watcher("--watch-dmesg"),
-        "bare FAN_FS_ERROR (floor)": Watcher("--watch-floor", str(mnt)),
-    }
+    } if address else {}
+    watchers[FLOOR] = Watcher("--watch-floor", str(mnt))
     others = list(watchers.values())[1:]
     lat: dict[str, list[float]] = {name: [] for name in [*watchers, *([ALONE] if interleave
                                                                        else [])]}
@@ -244,6 +248,15 @@ def print_tail(rounds: list[dict[str, float]], names: list[str], n: int = 5) -> 
               f"{', '.join(f'{r[AT]:.0f}' for r in both if r[floor] > slow_floor)} s)")
 
 
+def floor_only(lat: dict[str, list[float]], rounds: list[dict[str, float]]) -> None:
+    ms, floor = 1000, lat[FLOOR]
+    slow = [r for r in rounds if r.get(FLOOR, 0.0) > 3 * statistics.median(floor)]
+    print(f"summary: the floor alone (no fsmond, no bus, no other watcher), {len(floor)} ext4 "
+          f"errors: p50 {statistics.median(floor) * ms:.2f} ms, p99 "
+          f"{percentile(floor, 99) * ms:.2f} ms; over 3x its median in {len(slow)} (at "
+          + ", ".join(f"{r[AT]:.0f} s: {r[FLOOR] * ms:.2f} ms" for r in slow) + ")")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--errors", type=int, default=200)
@@ -261,6 +274,9 @@ def main() -> None:
                     help="every other error, stop the other watchers (SIGSTOP) until fsmond's "
                     "subscriber has seen it: fsmond's latency without them waking on the "
                     "same CPUs, in the same run")
+    ap.add_argument("--floor-only", action="store_true",
+                    help="no fsmond, no bus, no other watcher: how often the kernel's own "
+                    "path (the floor) is slow on this machine, and when")
     ap.add_argument("--watch-floor", help=argparse.SUPPRESS)  # internal: the watchers
     ap.add_argument("--watch-dmesg", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--watch-dbus", help=argparse.SUPPRESS)
@@ -294,6 +310,8 @@ def main() -> None:
             Path(f"/sys/fs/ext4/{loop}/{knob}").write_text("0\n")  # 0: no limit
         if args.console_loglevel is not None:
             PRINTK.write_text(f"{args.console_loglevel}\n")
+        if args.floor_only:
+            return floor_only(*measure(loop, mnt, "", args.errors))
         bus_proc, address = private_bus(args.broker)
         steps = work / "steps.txt"
         launcher = (str(Path(__file__).parent / "handler_steps.py"), str(steps)) \
