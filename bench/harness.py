@@ -134,6 +134,8 @@ def router_pid(bus: subprocess.Popen[str]) -> int:
         return bus.pid
     children = Path(f"/proc/{bus.pid}/task/{bus.pid}/children")
     while not (kids := children.read_text().split()):
+        if bus.poll() is not None:
+            sys.exit("dbus-broker-launch ended without starting dbus-broker")
         time.sleep(0.01)
     return int(kids[0])
 
