@@ -150,8 +150,13 @@ def main() -> None:
               f"{med[kind][2]:7.2f}")
     print(f"summary: {args.events} events: {args.broker} takes {med['pairs'][0]:.2f} CPU s "
           f"({med['pairs'][0] / args.events * 1e6:.0f} us an event) to pass fsmond's Event "
-          f"pairs, {med['pairs'][0] / max(med['manager'][0], 1e-9):.1f}x the Manager's alone, "
-          f"{med['pairs'][0] / max(med['empty'][0], 1e-9):.1f}x pairs with an empty a{{sv}}")
+          f"pairs, {ratio(med['pairs'][0], med['manager'][0])} the Manager's alone, "
+          f"{ratio(med['pairs'][0], med['empty'][0])} pairs with an empty a{{sv}}")
+
+
+def ratio(a: float, b: float) -> str:
+    """CPU time comes in 10 ms ticks: a short run may have none to divide by."""
+    return f"{a / b:.1f}x" if b else "(too short to say how many times)"
 
 
 if __name__ == "__main__":
