@@ -57,9 +57,14 @@ class MountPoints(Sequence[str]):
         return f"MountPoints({list(self)!r})"
 
 
-def contains(keys: list[MountKey], key: MountKey) -> bool:
+def _index(keys: list[MountKey], key: MountKey) -> int:
+    """Where `key` is in the sorted `keys`, or -1."""
     i = bisect.bisect_left(keys, key)
-    return i < len(keys) and keys[i] == key
+    return i if i < len(keys) and keys[i] == key else -1
+
+
+def contains(keys: list[MountKey], key: MountKey) -> bool:
+    return _index(keys, key) >= 0
 
 
 def insert(keys: list[MountKey], key: MountKey) -> None:
@@ -71,12 +76,10 @@ def discard(keys: list[MountKey], gone: list[MountKey]) -> None:
     at once are cut out in one pass: deleting them one by one moves the rest
     of the list each time, which made an unmount storm quadratic."""
     if len(gone) == 1:
-        i = bisect.bisect_left(keys, gone[0])
-        if i < len(keys) and keys[i] == gone[0]:
+        if (i := _index(keys, gone[0])) >= 0:
             del keys[i]
         return
-    drop = sorted({i for k in gone if (i := bisect.bisect_left(keys, k)) < len(keys)
-                   and keys[i] == k})
+    drop = sorted({i for k in gone if (i := _index(keys, k)) >= 0})
     kept: list[MountKey] = []
     start = 0
     for i in drop:
