@@ -189,8 +189,9 @@ def measure(loop: str, mnt: Path, address: str, errors: int, interleave: bool = 
     } if address else {}
     watchers[FLOOR] = Watcher("--watch-floor", str(mnt))
     others = list(watchers.values())[1:]
-    lat: dict[str, list[float]] = {name: [] for name in [*watchers, *([ALONE] if interleave
-                                                                       else [])]}
+    lat: dict[str, list[float]] = {name: [] for name in watchers}
+    if interleave:
+        lat[ALONE] = []
     rounds: list[dict[str, float]] = []  # each error's latency per watcher
     trigger = f"/sys/fs/ext4/{loop}/trigger_fs_error"
     try:

@@ -9,7 +9,7 @@ the full table, timed from the call: the latency of an everyday change.
 With --without-findmnt, fsmond runs alone: what findmnt's busy CPU costs it.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
-        [--lone] [--without-findmnt]
+        [--lone] [--without-findmnt] [--broker dbus-daemon|dbus-broker]
 """
 
 from __future__ import annotations
