@@ -27,9 +27,18 @@ def cpu_seconds(pid: int) -> float:
     return _stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
-def _stat_cpu(stat: Path) -> float:
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """Of the whole process: CPU seconds in user space and in the kernel."""
+    return _stat_times(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_times(stat: Path) -> tuple[float, float]:
     fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime
+
+
+def _stat_cpu(stat: Path) -> float:
+    return sum(_stat_times(stat))
 
 
 def thread_cpu_seconds(pid: int) -> tuple[float, float]:

@@ -7,9 +7,11 @@ line it printed about the storm). Prints a table and a summary line.
 With --lone, the unmount storm is replaced by one mount and one unmount at
 the full table, timed from the call: the latency of an everyday change.
 With --without-findmnt, fsmond runs alone: what findmnt's busy CPU costs it.
+With --floor, bench/mount_floor.py watches too: the same kernel calls and
+nothing else, so its system CPU is the kernel's cost of watching the storm.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
-        [--lone] [--without-findmnt] [--broker dbus-daemon|dbus-broker]
+        [--lone] [--without-findmnt] [--floor] [--broker dbus-daemon|dbus-broker]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from bench.harness import (
     storm,
     storm_dir,
     thread_cpu_seconds,
+    user_system_seconds,
 )
 from bench.sched_trace import Trace, time_in_states
 
@@ -133,6 +136,10 @@ def main() -> None:
                     help="do not run findmnt beside fsmond (it keeps one of the CPUs busy "
                     "through the storm): what fsmond and the bus do with the machine to "
                     "themselves; no CPU ratio")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run bench/mount_floor.py (fanotify mount events and "
+                    "statmount, nothing else) through the storm: the kernel's cost of "
+                    "watching it (the floor's system CPU) beside fsmond's")
     ap.add_argument("--broker", choices=BROKERS, default="dbus-daemon",
                     help="the bus fsmond publishes on: the reference dbus-daemon (Debian's "
                     "system bus), or dbus-broker (Fedora's, Arch's)")
@@ -168,8 +175,12 @@ def main() -> None:
     fsmond = Watcher("fsmond " + args.backend, fsmond_cmd, str(work / "m"))
     findmnt = Watcher("findmnt --poll", ["findmnt", "--poll", "-o", "ACTION,TARGET"],
                       str(work / "m")) if args.findmnt else None
+    floor = Watcher("floor", [sys.executable, str(Path(__file__).parent / "mount_floor.py")],
+                    str(work / "m")) if args.floor else None
     if not fsmond.ready.wait(30):
         sys.exit("fsmond did not start")
+    if floor is not None and not floor.ready.wait(30):
+        sys.exit("the floor's watcher did not start: " + "".join(floor.errors))
     monitor = None
     if args.dbus and not args.unwatched:
         monitor = Watcher("events", ["stdbuf", "-oL", "dbus-monitor", "--address", address,
@@ -186,8 +197,9 @@ def main() -> None:
     if args.sample and args.sample_phase == "all":
         sampler = sample()
     time.sleep(1.0)  # findmnt has read its first table
-    watchers = [fsmond, *([findmnt] if findmnt else [])]
+    watchers = [fsmond, *(w for w in (findmnt, floor) if w is not None)]
     cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
+    kernel0 = {w.name: user_system_seconds(w.proc.pid)[1] for w in watchers}
     # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
     bus_pid = router_pid(bus) if bus is not None else 0
     bus_cpu0 = cpu_seconds(bus_pid) if bus is not None else 0.0
@@ -244,6 +256,7 @@ def main() -> None:
         spans.append((phase, end, fsmond.last))
         print(f"{phase}: {count} in {took:.2f}s", file=sys.stderr)
     cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
+    kernel = {w.name: user_system_seconds(w.proc.pid)[1] - kernel0[w.name] for w in watchers}
     if sends is not None:
         sends.stop()
         stamps = sorted(sends.times("sys_sendto") + sends.times("sys_sendmsg"))
@@ -271,7 +284,7 @@ def main() -> None:
     for phase, name, lines, lag in rows:
         print(f"{phase:12} {name:22} {lines:7d} {lag:8.3f}")
     for w in watchers:
-        print(f"{'cpu s':12} {w.name:22} {cpu[w.name]:7.2f}")
+        print(f"{'cpu s':12} {w.name:22} {cpu[w.name]:7.2f}  (in the kernel {kernel[w.name]:.2f})")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}"
           + (f"; {args.broker} over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
@@ -293,6 +306,9 @@ def main() -> None:
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
     ratio = (f"findmnt/fsmond CPU {cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9):.1f}x"
              if findmnt else f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)")
+    if floor:
+        ratio += (f"; fsmond/floor CPU {cpu[fsmond.name] / max(cpu[floor.name], 1e-9):.1f}x "
+                  f"(the floor's {cpu[floor.name]:.2f} s, {kernel[floor.name]:.2f} in the kernel)")
     print(f"summary: {args.mounts} mounts, backend {args.backend}: {ratio}, fsmond lag "
           f"{worst_lag:.2f}s" + (f" (its last send {max(sent):.2f}s)" if sent else ""))
 
