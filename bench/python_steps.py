@@ -139,6 +139,7 @@ def main() -> None:
          2000, 1),
         ("  their a{sv} alone", lambda: event_entries(MOUNTED), 2000, 1),
         ("a mount change's MountsChanged entry", lambda: change_entries(change, FS), 2000, 1),
+        # its 20 batches: one to warm up, one counted, 18 timed
         ("the engine, 100 unmounts at 2,000 mounts (each)", unmounts, 18, 100),
         ("an ext4 error: kmsg parse, engine merge, both bodies", error, 200, 1),
     ]
