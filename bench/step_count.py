@@ -1,7 +1,8 @@
 """Steps of one mount and its unmount through the whole daemon: the
-difference of two storms' step counts (see sitecustomize.py here).
+difference of two storms' step counts, by file and by function (counted by
+bench/fsmond_hooks/sitecustomize.py with STEP_COUNT_OUT, which says how).
 
-    per_change.py SMALL.tsv MOUNTS LARGE.tsv MOUNTS [--top 40]
+    .venv/bin/python bench/step_count.py SMALL.tsv MOUNTS LARGE.tsv MOUNTS [--top 40]
 """
 
 from __future__ import annotations
