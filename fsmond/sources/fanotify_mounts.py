@@ -19,7 +19,8 @@ something else than what is known are statmount'ed (at 15,000 mounts, about
 40 ms of reading instead of 0.3 s of statmount per change; after a storm,
 when every line is new, a parse each instead of 15,000 statmounts). During
 an attach/detach storm the sweep waits until the storm is over (one sweep
-per storm).
+per storm), or SWEEP_MAX_WAIT at most, so that churn that never pauses
+cannot hide a remount.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_DELAY = 0.05  # after a quiet POLLPRI wake-up
 STORM_QUIET = 0.5  # no attach/detach for this long: the storm is over
+SWEEP_MAX_WAIT = 2.0  # but a sweep waits no longer than this for the storm's end
 STORM_GAP = 0.05  # a change this soon after the last batch: in a storm
 # In a storm, a batch gathers this long before it is read. 10 ms made batches
 # of ~30 mounts in the bench's storm; 50 ms took 9% less CPU (nine runs each,
@@ -172,15 +174,20 @@ class FanotifyMountSource:
             self._emit(MountDelta(added=tuple(fresh.values()), removed=tuple(removed)))
 
     async def _sweeper(self) -> None:
+        due = 0.0  # when the wanted sweep waits no longer
         while True:
             await self._sweep_wanted.wait()
+            due = due or time.monotonic() + SWEEP_MAX_WAIT
             await asyncio.sleep(SWEEP_DELAY)
             # Wait out an attach/detach storm: its POLLPRIs are explained by the
             # events; a remount inside it is caught by the one sweep after it.
+            # But not for ever: under churn that never pauses, a remount would
+            # never be seen.
             quiet = time.monotonic() - self._last_event
-            if quiet < STORM_QUIET:
-                await asyncio.sleep(STORM_QUIET - quiet)
+            if quiet < STORM_QUIET and time.monotonic() < due:
+                await asyncio.sleep(min(STORM_QUIET - quiet, due - time.monotonic()))
                 continue
+            due = 0.0
             self._sweep_wanted.clear()
             self._watch_pollpri()  # before the sweep: a change during it wakes us again
             await self._sweep()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,12 @@ import pytest
 
 from fsmond.engine.mounts import MountTable
 from fsmond.sources import mountapi
-from fsmond.sources.fanotify_mounts import STORM_QUIET, SWEEP_DELAY, FanotifyMountSource
+from fsmond.sources.fanotify_mounts import (
+    STORM_QUIET,
+    SWEEP_DELAY,
+    SWEEP_MAX_WAIT,
+    FanotifyMountSource,
+)
 from tests.running import run, tmpfs
 from tests.sources.follow import follow as follow_source
 
@@ -113,6 +119,42 @@ def test_after_a_storm_only_the_mount_remounted_in_it_is_statmounted_again(
         # Every line of the storm was new to the sweep; it asked only for the
         # remounted mount (if its attach was read before the remount), not all 300.
         assert src.sweeps >= 1 and src.swept <= 1
+
+
+def test_a_remount_is_seen_while_mounts_keep_changing(tmp_path: Path) -> None:
+    # The sweep waits out a storm; under churn that never pauses for
+    # STORM_QUIET it must still come, or a remount would never be seen.
+    with tmpfs(tmp_path / "s") as base:
+        src, churned, keep = (str(base / name).encode() for name in ("src", "churn", "keep"))
+        for name in ("src", "churn", "keep"):
+            (base / name).mkdir()
+        assert libc.mount(src, keep, None, 0x1000, None) == 0
+        stop = threading.Event()
+
+        def churn() -> None:
+            until = time.monotonic() + 5 * SWEEP_MAX_WAIT
+            while not stop.is_set() and time.monotonic() < until:
+                assert libc.mount(src, churned, None, 0x1000, None) == 0
+                time.sleep(0.02)
+                assert libc.umount2(churned, 0) == 0
+                time.sleep(0.02)
+
+        churner = threading.Thread(target=churn)
+
+        def churn_then_remount() -> None:
+            churner.start()
+            time.sleep(STORM_QUIET)  # the churn is well under way
+            assert libc.mount(None, keep, None, 0x1021, None) == 0  # remount,bind,ro
+
+        table = MountTable()
+        try:
+            asyncio.run(follow(table, churn_then_remount, lambda _: any(
+                e.mount_point == str(base / "keep") and e.options.startswith("ro")
+                for e in table.mounts.values())))
+            assert churner.is_alive(), "the remount was seen only once the churn had stopped"
+        finally:
+            stop.set()
+            churner.join()
 
 
 def test_a_storm_past_the_queue_resyncs_to_the_exact_table(tmp_path: Path) -> None:
