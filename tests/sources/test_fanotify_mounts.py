@@ -130,14 +130,18 @@ def test_a_remount_is_seen_while_mounts_keep_changing(tmp_path: Path) -> None:
             (base / name).mkdir()
         assert libc.mount(src, keep, None, 0x1000, None) == 0
         stop = threading.Event()
+        failed: list[int] = []  # an errno: the churn stopped early, the test means nothing
 
         def churn() -> None:
             until = time.monotonic() + 5 * SWEEP_MAX_WAIT
+            steps = (lambda: libc.mount(src, churned, None, 0x1000, None),
+                     lambda: libc.umount2(churned, 0))
             while not stop.is_set() and time.monotonic() < until:
-                assert libc.mount(src, churned, None, 0x1000, None) == 0
-                time.sleep(0.02)
-                assert libc.umount2(churned, 0) == 0
-                time.sleep(0.02)
+                for step in steps:
+                    if step() != 0:
+                        failed.append(ctypes.get_errno())
+                        return
+                    time.sleep(0.02)
 
         churner = threading.Thread(target=churn)
 
@@ -151,10 +155,12 @@ def test_a_remount_is_seen_while_mounts_keep_changing(tmp_path: Path) -> None:
             asyncio.run(follow(table, churn_then_remount, lambda _: any(
                 e.mount_point == str(base / "keep") and e.options.startswith("ro")
                 for e in table.mounts.values())))
+            assert not failed, f"the churn failed: errno {failed}"
             assert churner.is_alive(), "the remount was seen only once the churn had stopped"
         finally:
             stop.set()
-            churner.join()
+            if churner.ident is not None:  # started
+                churner.join()
 
 
 def test_a_storm_past_the_queue_resyncs_to_the_exact_table(tmp_path: Path) -> None:
