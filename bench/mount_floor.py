@@ -10,7 +10,6 @@ around those calls.
 
 from __future__ import annotations
 
-import os
 import select
 import sys
 import time
@@ -20,15 +19,6 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from fsmond.sources import mountapi
 from fsmond.sources.fanotify_mounts import GATHER, STORM_GAP
-
-
-def read_all(fd: int) -> list[tuple[str, int]]:
-    events: list[tuple[str, int]] = []
-    while True:
-        try:
-            events += mountapi.parse_mount_events(os.read(fd, 1 << 16))
-        except BlockingIOError:
-            return events
 
 
 def main() -> None:
@@ -44,7 +34,7 @@ def main() -> None:
             time.sleep(GATHER)
         last = time.monotonic()
         lines = []
-        for kind, uid in read_all(fd):
+        for kind, uid in mountapi.read_mount_events(fd):
             if kind == "attach" and (found := mountapi.statmount(uid)) is not None:
                 points[uid] = found.entry.mount_point
                 lines.append(f"mounted {found.entry.mount_point}\n")

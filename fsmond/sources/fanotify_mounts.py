@@ -139,15 +139,7 @@ class FanotifyMountSource:
         self._sweep_wanted.set()
 
     async def _read_batch(self, fd: int) -> None:
-        events: list[tuple[str, int]] = []
-        while True:
-            try:
-                buf = os.read(fd, 1 << 16)
-            except (BlockingIOError, InterruptedError):
-                break
-            if not buf:
-                break
-            events += mountapi.parse_mount_events(buf)
+        events = mountapi.read_mount_events(fd)
         if not events:
             return
         self._last_event = time.monotonic()

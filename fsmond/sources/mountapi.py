@@ -309,6 +309,19 @@ def parse_mount_events(buf: bytes) -> list[tuple[str, int]]:
     return _parse_each(buf)
 
 
+def read_mount_events(fd: int) -> list[tuple[str, int]]:
+    """Every event queued on a non-blocking fanotify mount fd, parsed."""
+    events: list[tuple[str, int]] = []
+    while True:
+        try:
+            buf = os.read(fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return events
+        if not buf:
+            return events
+        events += parse_mount_events(buf)
+
+
 def _parse_each(buf: bytes) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
     for mask, infos in fanotify_events(buf):
