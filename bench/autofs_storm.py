@@ -23,7 +23,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bench.harness import cpu_seconds, private_bus, private_namespace, start_fsmond, work_dir
+from bench.harness import (
+    FLOOR_COMMAND,
+    cpu_seconds,
+    private_bus,
+    private_namespace,
+    ratio,
+    start_fsmond,
+    work_dir,
+)
 from bench.mount_storm import generation
 
 
@@ -56,8 +64,8 @@ def main() -> None:
     watchers = [fsmond, findmnt]
     procs = {"fsmond": fsmond.pid, "findmnt --poll": findmnt.pid}
     if args.floor:
-        floor = subprocess.Popen([sys.executable, str(Path(__file__).parent / "mount_floor.py")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        floor = subprocess.Popen(FLOOR_COMMAND, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
         assert floor.stderr is not None
         floor.stderr.readline()  # it says it is ready
         watchers.append(floor)
@@ -85,12 +93,11 @@ def main() -> None:
     print(f"{'watcher':16} {'start-up cpu s':>15} {'after cpu %':>12}")
     for n in procs:
         print(f"{n:16} {startup[n]:15.2f} {100 * (cpu2[n] - cpu1[n]) / args.after:12.3f}")
-    fsmond_cpu = max(startup["fsmond"], 1e-9)
-    ratio = f"findmnt/fsmond start-up CPU {startup['findmnt --poll'] / fsmond_cpu:.1f}x"
+    ratios = f"findmnt/fsmond start-up CPU {ratio(startup['findmnt --poll'], startup['fsmond'])}"
     if args.floor:
-        ratio += f", fsmond/floor {startup['fsmond'] / max(startup['floor'], 1e-9):.1f}x"
+        ratios += f", fsmond/floor {ratio(startup['fsmond'], startup['floor'])}"
     print(f"summary: automount with {args.entries} direct entries: fsmond caught up in "
-          f"{caught_up:.2f}s, {ratio}, automounts triggered: {triggered}")
+          f"{caught_up:.2f}s, {ratios}, automounts triggered: {triggered}")
 
 
 if __name__ == "__main__":

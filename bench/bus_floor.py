@@ -33,7 +33,14 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
-from bench.harness import BROKERS, cpu_seconds, private_bus, private_namespace, router_pid
+from bench.harness import (
+    BROKERS,
+    cpu_seconds,
+    private_bus,
+    private_namespace,
+    ratio,
+    router_pid,
+)
 from fsmond.engine.mounts import REMOVED, MountChange
 from fsmond.events import Event, MountEntry
 from fsmond.publishers import dbus_wire as wire
@@ -152,11 +159,6 @@ def main() -> None:
           f"({med['pairs'][0] / args.events * 1e6:.0f} us an event) to pass fsmond's Event "
           f"pairs, {ratio(med['pairs'][0], med['manager'][0])} the Manager's alone, "
           f"{ratio(med['pairs'][0], med['empty'][0])} pairs with an empty a{{sv}}")
-
-
-def ratio(a: float, b: float) -> str:
-    """CPU time comes in 10 ms ticks: a short run may have none to divide by."""
-    return f"{a / b:.1f}x" if b else "(too short to say how many times)"
 
 
 if __name__ == "__main__":

@@ -116,11 +116,19 @@ def storm(base: Path, n: int, mount: bool) -> float:
     return time.monotonic() - t0
 
 
+def ratio(a: float, b: float) -> str:
+    """a/b as "12.3x". CPU time comes in 10 ms ticks: a short run may have
+    none to divide by."""
+    return f"{a / b:.1f}x" if b else "(too short to say how many times)"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
+# bench/mount_floor.py: fsmond's kernel calls for mount events and nothing else
+FLOOR_COMMAND = (sys.executable, str(Path(__file__).parent / "mount_floor.py"))
 BROKERS = ("dbus-daemon", "dbus-broker")
 
 

@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from bench.harness import (
     BROKERS,
+    FLOOR_COMMAND,
     cpu_seconds,
     one,
     private_bus,
     private_namespace,
+    ratio,
     router_pid,
     storm,
     storm_dir,
@@ -175,8 +177,7 @@ def main() -> None:
     fsmond = Watcher("fsmond " + args.backend, fsmond_cmd, str(work / "m"))
     findmnt = Watcher("findmnt --poll", ["findmnt", "--poll", "-o", "ACTION,TARGET"],
                       str(work / "m")) if args.findmnt else None
-    floor = Watcher("floor", [sys.executable, str(Path(__file__).parent / "mount_floor.py")],
-                    str(work / "m")) if args.floor else None
+    floor = Watcher("floor", list(FLOOR_COMMAND), str(work / "m")) if args.floor else None
     if not fsmond.ready.wait(30):
         sys.exit("fsmond did not start")
     if floor is not None and not floor.ready.wait(30):
@@ -198,8 +199,8 @@ def main() -> None:
         sampler = sample()
     time.sleep(1.0)  # findmnt has read its first table
     watchers = [fsmond, *(w for w in (findmnt, floor) if w is not None)]
-    cpu0 = {w.name: cpu_seconds(w.proc.pid) for w in watchers}
-    kernel0 = {w.name: user_system_seconds(w.proc.pid)[1] for w in watchers}
+    times0 = {w.name: user_system_seconds(w.proc.pid) for w in watchers}
+    cpu0 = {name: sum(t) for name, t in times0.items()}
     # The bus is on fsmond's way to its subscribers and shares the CPUs: say its cost.
     bus_pid = router_pid(bus) if bus is not None else 0
     bus_cpu0 = cpu_seconds(bus_pid) if bus is not None else 0.0
@@ -255,8 +256,9 @@ def main() -> None:
             w.lines = 0
         spans.append((phase, end, fsmond.last))
         print(f"{phase}: {count} in {took:.2f}s", file=sys.stderr)
-    cpu = {w.name: cpu_seconds(w.proc.pid) - cpu0[w.name] for w in watchers}
-    kernel = {w.name: user_system_seconds(w.proc.pid)[1] - kernel0[w.name] for w in watchers}
+    times = {w.name: user_system_seconds(w.proc.pid) for w in watchers}
+    cpu = {name: sum(t) - cpu0[name] for name, t in times.items()}
+    kernel = {name: t[1] - times0[name][1] for name, t in times.items()}
     if sends is not None:
         sends.stop()
         stamps = sorted(sends.times("sys_sendto") + sends.times("sys_sendmsg"))
@@ -304,12 +306,12 @@ def main() -> None:
         return
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
-    ratio = (f"findmnt/fsmond CPU {cpu[findmnt.name] / max(cpu[fsmond.name], 1e-9):.1f}x"
-             if findmnt else f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)")
+    ratios = (f"findmnt/fsmond CPU {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
+              if findmnt else f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)")
     if floor:
-        ratio += (f"; fsmond/floor CPU {cpu[fsmond.name] / max(cpu[floor.name], 1e-9):.1f}x "
-                  f"(the floor's {cpu[floor.name]:.2f} s, {kernel[floor.name]:.2f} in the kernel)")
-    print(f"summary: {args.mounts} mounts, backend {args.backend}: {ratio}, fsmond lag "
+        ratios += (f"; fsmond/floor CPU {ratio(cpu[fsmond.name], cpu[floor.name])} "
+                   f"(the floor's {cpu[floor.name]:.2f} s, {kernel[floor.name]:.2f} in the kernel)")
+    print(f"summary: {args.mounts} mounts, backend {args.backend}: {ratios}, fsmond lag "
           f"{worst_lag:.2f}s" + (f" (its last send {max(sent):.2f}s)" if sent else ""))
 
 
