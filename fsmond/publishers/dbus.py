@@ -6,7 +6,8 @@ bounded outbox and go out as the Manager's `Event` and the file system
 object's own `Event` (kevent style). State changes are coalesced: a flusher
 runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
-values that changed, so a 15,000-mount storm becomes a few signals. These
+values that changed, so a 15,000-mount storm becomes a few signals, sent
+once the storm's events have gone out (events first, on a slow bus). These
 signals of fsmond's own are marshalled by dbus_wire, many to a write,
 written at once when nothing waits before them (an error's way out).
 
@@ -64,6 +65,12 @@ FLUSH_INTERVAL = 0.1  # seconds: coalescing of MountsChanged and PropertiesChang
 # flushing takes 1/(1 + FLUSH_SPACING) of the time, however cheap a flush is.
 FLUSH_SPACING = 40
 FLUSH_MAX = 1.0  # seconds: but never further apart than this
+# Events are what subscribers wait for, and the bus checks every entry of a
+# MountsChanged or PropertiesChanged as it does an Event's: while events are
+# still going out (a storm), the coalesced state waits behind them, this long
+# at most (a bus that never catches up still gets the state).
+EVENTS_FIRST_MAX = 5.0  # seconds
+PACED_MAX = 500.0  # seconds: how long sending waits for a bus that does not read
 HIGH_WATER = 32  # writes queued in the connection before sending pauses
 EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
@@ -125,6 +132,14 @@ class ObjectManagerBus(MessageBus):
             return
         self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
                                      "InterfacesRemoved", "oas", [path, removed_interfaces]))
+
+
+async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
+    """Poll: dbus-fast tells nobody when its queue drains."""
+    for _ in range(int(limit / 0.005)):
+        if not busy():
+            return
+        await asyncio.sleep(0.005)
 
 
 def bus_type_and_address(bus: str) -> tuple[BusType, str | None]:
@@ -247,10 +262,7 @@ class DbusPublisher:
 
     async def _paced(self) -> None:
         """Wait while the connection has much unsent: bounded memory, no EAGAIN death."""
-        for _ in range(100_000):  # bounded: about 8 minutes at most
-            if self._backlog() <= HIGH_WATER:
-                return
-            await asyncio.sleep(0.005)
+        await _wait_while(lambda: self._backlog() > HIGH_WATER, PACED_MAX)
 
     async def _send_events(self) -> None:
         while True:
@@ -271,6 +283,8 @@ class DbusPublisher:
     async def _flush_state(self) -> None:
         while True:
             await self._wake.wait()
+            await _wait_while(lambda: bool(self.outbox) or self._backlog() > 0,
+                              EVENTS_FIRST_MAX)
             self._wake.clear()
             took = time.perf_counter()
             self._flush_once()

@@ -335,3 +335,34 @@ def test_signals_wait_whole_and_in_order_while_the_bus_stops_reading(served: Any
             assert p.proc.poll() is None
     finally:
         os.kill(PIDS[bus], signal.SIGCONT)
+
+
+def test_a_storms_coalesced_state_waits_behind_its_events(served: Any, tmp_path: Path) -> None:
+    """Events first: while a storm's events wait for a slow bus, MountsChanged
+    (whose every entry the bus checks as it does an Event's) waits behind
+    them instead of taking the bus's time between them. dbus-daemon is stopped
+    through a storm of 1,500 mounts, so the socket fills and the events queue;
+    once it reads again, most of the storm's changes must come after its last
+    Event. Before, a flush every 0.1 s put them among the events."""
+    bus, t, _, rec = served
+    targets = [tmp_path / "storm" / f"m{i}" for i in range(1500)]
+    before = len(rec.signals)
+    os.kill(PIDS[bus], signal.SIGSTOP)
+    try:
+        with bind_mounts(t, targets):
+            time.sleep(2)  # fsmond has read the storm and queued its signals
+            os.kill(PIDS[bus], signal.SIGCONT)
+
+            def changes(signals: list[Any]) -> int:
+                return sum(len(s.body[1]) for s in signals if s.member == "MountsChanged")
+            deadline = time.monotonic() + 60
+            while changes(rec.signals[before:]) < len(targets) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            storm = rec.signals[before:]
+            last_event = max(i for i, s in enumerate(storm) if s.member == "Event")
+            after = changes(storm[last_event:])
+            assert changes(storm) == len(targets)
+            assert after >= len(targets) // 2, \
+                f"only {after} of {len(targets)} changes came after the storm's events"
+    finally:
+        os.kill(PIDS[bus], signal.SIGCONT)
