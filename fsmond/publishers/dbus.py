@@ -36,6 +36,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
 from fsmond.engine.core import Updates
+from fsmond.engine.mounts import MountChange
 from fsmond.errors import FsmondError
 from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
@@ -163,7 +164,8 @@ class DbusPublisher:
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
-        self._mount_changes: list[tuple[int, bytearray]] = []  # (generation, change_entries)
+        # What the next MountsChanged says, marshalled then: after a storm's events.
+        self._mount_changes: list[tuple[MountChange, str]] = []  # (change, fs object path)
         self._generation_sent = -1
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -193,8 +195,7 @@ class DbusPublisher:
         engine = self.daemon.engine
         for c in u.mount_changes:
             fs = engine.filesystems.get(c.entry.device)
-            self._mount_changes.append(
-                (c.generation, change_entries(c, fs_object_path(fs.device) if fs else "/")))
+            self._mount_changes.append((c, fs_object_path(fs.device) if fs else "/"))
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:
@@ -297,7 +298,9 @@ class DbusPublisher:
     def _flush_once(self) -> None:
         engine = self.daemon.engine
         changes, self._mount_changes = self._mount_changes, []
-        for body in mounts_changed_bodies(changes, CHANGES_PER_SIGNAL):
+        for body in mounts_changed_bodies(
+                [(c.generation, change_entries(c, path)) for c, path in changes],
+                CHANGES_PER_SIGNAL):
             self._send_raw(self._message(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
                                          body))
         if engine.mounts.generation != self._generation_sent:
