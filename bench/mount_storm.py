@@ -9,9 +9,11 @@ the full table, timed from the call: the latency of an everyday change.
 With --without-findmnt, fsmond runs alone: what findmnt's busy CPU costs it.
 With --floor, bench/mount_floor.py watches too: the same kernel calls and
 nothing else, so its system CPU is the kernel's cost of watching the storm.
+With --no-publisher, fsmond publishes nowhere: its sources and engine alone.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
         [--lone] [--without-findmnt] [--floor] [--broker dbus-daemon|dbus-broker]
+        [--no-publisher]
 """
 
 from __future__ import annotations
@@ -147,12 +149,19 @@ def main() -> None:
                     "system bus), or dbus-broker (Fedora's, Arch's)")
     ap.add_argument("--no-dbus", dest="dbus", action="store_false",
                     help="do not publish on a private session bus")
+    ap.add_argument("--no-publisher", action="store_true",
+                    help="fsmond publishes nowhere (no D-Bus, no printing): the CPU its "
+                    "sources and engine take alone, the part no publisher can save; "
+                    "no lag (it says nothing)")
     ap.add_argument("--unwatched", action="store_true",
                     help="the storm's file system is not watched: no per-mount events, only "
                     "the mount table and MountsChanged (lag read from Generation over D-Bus)")
     args = ap.parse_args()
     if args.unwatched and not args.dbus:
         sys.exit("--unwatched measures through D-Bus")
+    if args.no_publisher and (args.unwatched or args.lone):
+        sys.exit("--no-publisher has no lag to measure: not with --unwatched or --lone")
+    args.dbus = args.dbus and not args.no_publisher
     spy = Path(sys.executable).parent / "py-spy"
     if args.sample and not spy.exists():
         sys.exit("--sample needs py-spy: .venv/bin/pip install -e '.[bench]'")
@@ -170,6 +179,8 @@ def main() -> None:
     if args.dbus:
         bus, address = private_bus(args.broker)
         fsmond_cmd += ["--bus", address]
+    elif args.no_publisher:
+        fsmond_cmd += ["--no-dbus"]
     else:
         fsmond_cmd += ["--no-dbus", "--print-events"]
     if args.profile:  # cProfile writes when fsmond exits cleanly on SIGTERM
@@ -250,8 +261,13 @@ def main() -> None:
             monitor.quiet_for(2.0, 300)
             fsmond.last, fsmond.lines = monitor.received, monitor.lines
         for w in watchers:
-            w.quiet_for(2.0, 300)
+            if w is fsmond and args.no_publisher:
+                settle([fsmond])  # it says nothing: done when its CPU stops
+            else:
+                w.quiet_for(2.0, 300)
         for w in watchers:
+            if w is fsmond and args.no_publisher:
+                continue
             rows.append((phase, w.name, w.lines, max(0.0, w.last - end)))
             w.lines = 0
         spans.append((phase, end, fsmond.last))
@@ -303,6 +319,13 @@ def main() -> None:
                           f"{per_change[name]:.3f} CPU s a change)" if lags else
                           f"by {name} never ({changes} changes)"
                           for name, lags in seen.items()))
+        return
+    if args.no_publisher:
+        print(f"summary: {args.mounts} mounts, backend {args.backend}, no publisher: fsmond "
+              f"CPU {cpu[fsmond.name]:.2f}s (in the kernel {kernel[fsmond.name]:.2f})"
+              + (f", findmnt/fsmond {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
+                 if findmnt else "")
+              + (f", fsmond/floor {ratio(cpu[fsmond.name], cpu[floor.name])}" if floor else ""))
         return
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
