@@ -325,7 +325,8 @@ def main() -> None:
               f"CPU {cpu[fsmond.name]:.2f}s (in the kernel {kernel[fsmond.name]:.2f})"
               + (f", findmnt/fsmond {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
                  if findmnt else "")
-              + (f", fsmond/floor {ratio(cpu[fsmond.name], cpu[floor.name])}" if floor else ""))
+              + (f", fsmond/floor {ratio(cpu[fsmond.name], cpu[floor.name])} (the floor's "
+                 f"{cpu[floor.name]:.2f} s)" if floor else ""))
         return
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
