@@ -320,21 +320,20 @@ def main() -> None:
                           f"by {name} never ({changes} changes)"
                           for name, lags in seen.items()))
         return
+    by_findmnt = (f"findmnt/fsmond CPU {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
+                  if findmnt else "")
+    by_floor = (f"fsmond/floor CPU {ratio(cpu[fsmond.name], cpu[floor.name])} (the floor's "
+                f"{cpu[floor.name]:.2f} s, {kernel[floor.name]:.2f} in the kernel)"
+                if floor else "")
     if args.no_publisher:
-        print(f"summary: {args.mounts} mounts, backend {args.backend}, no publisher: fsmond "
-              f"CPU {cpu[fsmond.name]:.2f}s (in the kernel {kernel[fsmond.name]:.2f})"
-              + (f", findmnt/fsmond {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
-                 if findmnt else "")
-              + (f", fsmond/floor {ratio(cpu[fsmond.name], cpu[floor.name])} (the floor's "
-                 f"{cpu[floor.name]:.2f} s)" if floor else ""))
+        print(f"summary: {args.mounts} mounts, backend {args.backend}, no publisher: "
+              + "; ".join(filter(None, (f"fsmond CPU {cpu[fsmond.name]:.2f}s (in the kernel "
+                                        f"{kernel[fsmond.name]:.2f})", by_findmnt, by_floor))))
         return
     worst_lag = max(lag for _, name, _, lag in rows if name == fsmond.name)
     sent = [lag for _, name, _, lag in rows if name == "fsmond's last send"]
-    ratios = (f"findmnt/fsmond CPU {ratio(cpu[findmnt.name], cpu[fsmond.name])}"
-              if findmnt else f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)")
-    if floor:
-        ratios += (f"; fsmond/floor CPU {ratio(cpu[fsmond.name], cpu[floor.name])} "
-                   f"(the floor's {cpu[floor.name]:.2f} s, {kernel[floor.name]:.2f} in the kernel)")
+    ratios = "; ".join(filter(None, (
+        by_findmnt or f"fsmond CPU {cpu[fsmond.name]:.2f}s (findmnt not run)", by_floor)))
     print(f"summary: {args.mounts} mounts, backend {args.backend}: {ratios}, fsmond lag "
           f"{worst_lag:.2f}s" + (f" (its last send {max(sent):.2f}s)" if sent else ""))
 
