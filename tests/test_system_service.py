@@ -8,13 +8,22 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from fsmond.install import install
 from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
-from tests.running import FsmondProcess, daemon_config, dev_of, fsmond, tmpfs, write_config
+from tests.running import (
+    FsmondProcess,
+    daemon_config,
+    dev_of,
+    fsmond,
+    run,
+    tmpfs,
+    write_config,
+)
 
 VENV_BIN = str(Path(sys.executable).parent)
 UNIT = Path(__file__).parent.parent / "systemd" / "fsmond.service"
@@ -159,3 +168,37 @@ def test_host_view_survives_a_read_only_sandbox(tmp_path: Path) -> None:
         finally:
             p.stop()
         assert not [e for e in p.events if e["name"] == "read-only"]
+
+
+# How systemd builds a unit's namespace (ProtectSystem=, PrivateMounts=, ...):
+# the new root is moved over the old one, which stays underneath, out of reach.
+UNDER_A_MOVED_ROOT = ("mount --make-rslave / && mkdir -p /run/fsmond-root && "
+                      "mount --rbind / /run/fsmond-root && cd /run/fsmond-root && "
+                      f"mount --move . / && exec chroot . {sys.executable} -m fsmond \"$@\"")
+
+
+@pytest.mark.root
+def test_a_mount_made_after_start_under_a_moved_root_is_one_mount_and_sampled(
+        tmp_path: Path) -> None:
+    """A mount made outside propagates into both copies of the tree: the one
+    under the daemon's root and the hidden one below it. fanotify reports
+    both; only the reachable one is a mount (with its path), and its file
+    system is sampled (a threshold fires)."""
+    with tmpfs(tmp_path / "share", "size=1m") as share:
+        run("mount", "--make-shared", str(share))
+        cfg = daemon_config(tmp_path / "f.toml", f"{share}/*")
+        p = FsmondProcess(cfg, launcher=["unshare", "-m", "--propagation", "unchanged",
+                                         "sh", "-c", UNDER_A_MOVED_ROOT, "sh"])
+        try:
+            p.wait_ready()
+            with tmpfs(share / "late", "size=10m") as late:
+                (late / "a").write_bytes(b"x" * (6 << 20))
+                e = p.wait_for(p.named("threshold", level="lower", state="reached"))
+                assert e["mount_point"] == str(late)
+                time.sleep(0.5)  # a second copy's events would come with the first's
+        finally:
+            p.stop()
+    mounted = [e for e in p.events if e["name"] == "mounted"]
+    assert [e["mount_point"] for e in mounted] == [str(late)]
+    added = [e for e in p.events if e["name"] == "watch-added"]
+    assert [e["mount_point"] for e in added] == [str(late)]

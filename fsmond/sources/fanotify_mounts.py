@@ -59,6 +59,8 @@ class FanotifyMountSource:
         own = mountapi.is_own_namespace(ns_path)
         self._ns_id = 0 if own else mountapi.mnt_ns_id_of(ns_path)
         self._mountinfo = mountinfo_path("" if own else ns_path)
+        # Another namespace is listed from its process's root (see root_mount_of).
+        self._root = None if own else mountapi.root_mount_of(ns_path)
         self._known: dict[int, MountEntry] = {}  # unique id -> entry
         self._lines: set[bytes] = set()  # mountinfo as the last sweep saw it
         self._mi = -1
@@ -66,6 +68,7 @@ class FanotifyMountSource:
         self.sweeps = 0
         self.swept = 0  # mounts statmount'ed by sweeps
         self.batches = 0
+        self.unreachable = 0  # attached mounts left out: no path reaches them
         self._last_event = 0.0
         self._sweep_wanted = asyncio.Event()
         self._watch_pollpri: Callable[[], None] = lambda: None
@@ -81,8 +84,31 @@ class FanotifyMountSource:
                 out[uid] = found.entry
         return out
 
+    def _stat_reachable(self, ids: list[int]) -> dict[int, MountEntry]:
+        """The attached mounts that hang, through their parents, from a mount
+        we know. fanotify reports every attach in the namespace, also those
+        no path reaches: a systemd unit's namespace keeps the old root under
+        the new one, and a host mount propagates into both copies, of which
+        only the one under our root is in listmount and mountinfo."""
+        found = {}
+        for uid in ids:
+            if (sm := mountapi.statmount(uid, self._ns_id)) is not None:
+                found[uid] = sm
+        out: dict[int, MountEntry] = {}
+        grew = True
+        while grew:  # a new tree's mounts may come in any order
+            grew = False
+            for uid, sm in list(found.items()):
+                if sm.parent_unique_id in self._known or sm.parent_unique_id in out:
+                    out[uid] = found.pop(uid).entry
+                    grew = True
+        self.unreachable += len(found)
+        return out
+
     def _full_table(self) -> dict[int, MountEntry]:
-        return self._stat_all(mountapi.listmount_all(self._ns_id))
+        if self._root is None:
+            return self._stat_all(mountapi.listmount_all(self._ns_id))
+        return self._stat_all([self._root, *mountapi.listmount_all(self._ns_id, self._root)])
 
     # --------------------------------------------------------------- the loop
 
@@ -160,7 +186,7 @@ class FanotifyMountSource:
         attached = [uid for uid, kind in net.items() if kind == "attach"]
         removed = [self._known.pop(uid).mount_id for uid, kind in net.items()
                    if kind == "detach" and uid in self._known]
-        fresh = await asyncio.to_thread(self._stat_all, attached) if attached else {}
+        fresh = await asyncio.to_thread(self._stat_reachable, attached) if attached else {}
         self._known.update(fresh)
         if fresh or removed:
             self._emit(MountDelta(added=tuple(fresh.values()), removed=tuple(removed)))

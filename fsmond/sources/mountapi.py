@@ -16,6 +16,7 @@ import ctypes
 import errno as errno_mod
 import fcntl
 import os
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ _libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ct
 @dataclass(frozen=True, slots=True)
 class StatMount:
     unique_id: int
+    parent_unique_id: int
     entry: MountEntry
 
 
@@ -67,14 +69,15 @@ def _req(mnt_id: int, param: int = 0, ns_id: int = 0) -> bytes:
     return struct.pack("=IIQQQ", MNT_ID_REQ_SIZE_VER1, 0, mnt_id, param, ns_id)
 
 
-def listmount_all(mnt_ns_id: int = 0) -> list[int]:
-    """Every unique mount id of the namespace (0: our own), in pages."""
+def listmount_all(mnt_ns_id: int = 0, below: int = LSMT_ROOT) -> list[int]:
+    """Every unique mount id of the namespace (0: our own), in pages: those
+    reachable from our root, or from the root of mount `below` (not itself)."""
     out: list[int] = []
     last = 0
     page = 4096
     ids = (ctypes.c_uint64 * page)()
     while True:
-        req = _req(LSMT_ROOT, last, mnt_ns_id)
+        req = _req(below, last, mnt_ns_id)
         n = _libc.syscall(SYS_LISTMOUNT, req, ids, page, 0)
         if n < 0:
             err = ctypes.get_errno()
@@ -132,7 +135,7 @@ def decode_statmount(buf: bytes) -> StatMount:
         raise KernelFormatError(f"statmount did not fill the basics (mask {mask:#x})")
     fstype = _string(buf, mask, STATMOUNT_FS_TYPE, h[_FS_TYPE])
     subtype = _string(buf, mask, STATMOUNT_FS_SUBTYPE, h[_SUBTYPE])
-    return StatMount(h[_MNT_ID], MountEntry(
+    return StatMount(h[_MNT_ID], h[_PARENT_ID], MountEntry(
         mount_id=h[_ID_OLD],
         parent_id=h[_PARENT_OLD],
         device=(h[_MAJ], h[_MIN]),
@@ -209,6 +212,17 @@ def file_system_at(path: str) -> tuple[DevNum, str] | None:
     except (KernelFeatureError, KernelFormatError):
         return None
     return None if found is None else (found.entry.device, found.entry.super_options)
+
+
+def root_mount_of(ns_path: str) -> int | None:
+    """The unique id of the mount that is the root of /proc/PID/ns/mnt's
+    process, or None for our own namespace or a namespace file of no process.
+    listmount's own root for another namespace is that namespace's first
+    mount, under which a container's or a service's real root may sit."""
+    m = re.fullmatch(r"/proc/(\d+)/ns/mnt", ns_path)
+    if m is None or is_own_namespace(ns_path):
+        return None
+    return _statx_mnt_id(f"/proc/{m.group(1)}/root/.", _STATX_MNT_ID_UNIQUE)
 
 
 def mount_id_at(path: str) -> int | None:
