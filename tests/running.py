@@ -124,8 +124,9 @@ class FsmondProcess:
 
 
 @contextmanager
-def fsmond(config: Path, *extra: str, bus: str | None = None) -> Iterator[FsmondProcess]:
-    p = FsmondProcess(config, *extra, bus=bus)
+def fsmond(config: Path, *extra: str, bus: str | None = None,
+           launcher: list[str] | None = None) -> Iterator[FsmondProcess]:
+    p = FsmondProcess(config, *extra, bus=bus, launcher=launcher)
     try:
         p.wait_ready()
         yield p

@@ -16,6 +16,7 @@ import pytest
 from fsmond.install import install
 from tests.publishers.buses import SYSTEM, busctl, dbus_daemon
 from tests.running import (
+    FSMOND,
     FsmondProcess,
     daemon_config,
     dev_of,
@@ -202,3 +203,21 @@ def test_a_mount_made_after_start_under_a_moved_root_is_one_mount_and_sampled(
     assert [e["mount_point"] for e in mounted] == [str(late)]
     added = [e for e in p.events if e["name"] == "watch-added"]
     assert [e["mount_point"] for e in added] == [str(late)]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("drop", "namespace", "says"), [
+    ("sys_admin", "", "[Errno 1] fanotify mount-namespace mark: Operation not permitted"),
+    ("sys_ptrace", "/proc/1/ns/mnt", "[Errno 13] Permission denied: '/proc/1/ns/mnt'"),
+])
+def test_a_backend_refused_by_a_permission_is_a_warning_with_its_errno(
+        tmp_path: Path, drop: str, namespace: str, says: str) -> None:
+    """Not the kernel's age: a capability the sandbox took away. The log says
+    which call failed and how, at WARNING, and the mountinfo backend runs."""
+    cfg = daemon_config(tmp_path / "f.toml", "/nonexistent", kmsg="false",
+                        fanotify_errors="false", mount_namespace=f'"{namespace}"')
+    launcher = ["setpriv", f"--inh-caps=-{drop}", f"--bounding-set=-{drop}", *FSMOND]
+    with fsmond(cfg, launcher=launcher) as p:
+        warning = [line for line in p.stderr if "mount backend: mountinfo" in line]
+        assert len(warning) == 1 and warning[0].startswith("fsmond WARNING"), p.stderr
+        assert says in warning[0]

@@ -352,16 +352,22 @@ def _parse_each(buf: bytes) -> list[tuple[str, int]]:
 
 
 def has_statmount() -> bool:
+    return statmount_missing() is None
+
+
+def statmount_missing() -> OSError | None:
+    """Why listmount/statmount cannot be used here (with the errno), or None."""
     try:
         listmount_all()
-    except KernelFeatureError:
-        return False
-    return True
+    except KernelFeatureError as e:
+        return e
+    return None
 
 
-def has_fanotify_mounts() -> bool:
+def fanotify_mounts_missing(ns_path: str = "/proc/self/ns/mnt") -> OSError | None:
+    """Why fanotify cannot mark this mount namespace (with the errno), or None."""
     try:
-        os.close(open_mount_fanotify())
-    except (KernelFeatureError, OSError):
-        return False
-    return True
+        os.close(open_mount_fanotify(ns_path))
+    except OSError as e:
+        return e
+    return None

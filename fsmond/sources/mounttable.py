@@ -17,6 +17,7 @@ mount-namespace marks and statmount: it is told which mount changed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import select
@@ -123,16 +124,26 @@ class MountinfoSource:
 def make_mount_source(
     backend: str, emit: Callable[[Observation], None], mount_namespace: str = ""
 ) -> MountSource:
-    """`auto` takes fanotify when the kernel has it, else mountinfo."""
+    """`auto` takes fanotify when the kernel has it, else mountinfo. Why not
+    is logged with the errno: ENOSYS is an older kernel, EPERM a seccomp
+    filter or a missing capability, EACCES another process's namespace
+    without CAP_SYS_PTRACE; only the first is expected."""
     if backend in ("auto", "fanotify"):
-        try:
-            if mountapi.has_fanotify_mounts() and mountapi.has_statmount():
-                ns = mount_namespace or "/proc/self/ns/mnt"
-                return FanotifyMountSource(emit, ns_path=ns)
-            reason = "the kernel lacks fanotify mount marks or statmount"
-        except OSError as e:
-            reason = str(e)
+        ns = mount_namespace or "/proc/self/ns/mnt"
+        reason = mountapi.statmount_missing() or mountapi.fanotify_mounts_missing(ns)
+        if reason is None:
+            return FanotifyMountSource(emit, ns_path=ns)
         if backend == "fanotify":
             raise KernelFeatureError(f"mount_backend = fanotify is not available: {reason}")
-        log.info("mount backend: mountinfo (%s)", reason)
+        old_kernel = reason.errno in (errno.ENOSYS, errno.EINVAL)
+        log.log(logging.INFO if old_kernel else logging.WARNING,
+                "mount backend: mountinfo, as fanotify mount marks or statmount fail: %s%s",
+                reason, "" if old_kernel else _hint(reason, mount_namespace))
     return MountinfoSource(emit, mountinfo_path(mount_namespace))
+
+
+def _hint(reason: OSError, mount_namespace: str) -> str:
+    if reason.errno == errno.EACCES and mount_namespace:
+        return (f" (opening {mount_namespace} needs CAP_SYS_PTRACE, which the shipped unit "
+                "does not grant; its own namespace already receives the host's mounts)")
+    return " (a seccomp filter, or no CAP_SYS_ADMIN)"

@@ -50,7 +50,7 @@ def test_gone_mounts_and_what_a_path_shows(tmp_path: Path) -> None:
         assert mountapi.mount_id_at(str(t / "nonexistent")) is None
         assert mountapi.shows_mount(str(t), (0, 0), mount_id_of(t)) == (True, None)
         assert mountapi.shows_mount(str(t), (0, 0), mount_id_of(t) + 1) == (False, None)
-    assert mountapi.has_statmount() and mountapi.has_fanotify_mounts()
+    assert mountapi.statmount_missing() is None and mountapi.fanotify_mounts_missing() is None
 
 
 def mnt_event(mask: int, mnt_id: int) -> bytes:
