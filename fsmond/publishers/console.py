@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -11,13 +12,41 @@ from typing import TextIO
 from fsmond.events import Event
 from fsmond.publishers.outbox import Outbox
 
+# sd-daemon(3)'s "<N>" line prefixes: the first level a record reaches (else 7, debug).
+PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4),
+              (logging.INFO, 6))
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="fsmond %(levelname)s %(name)s: %(message)s",
-    )
+
+class JournalFormatter(logging.Formatter):
+    """Each line (a traceback's too) starts with its syslog priority, so
+    journald files it as that, not as the stream's default (info)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = next((p for level, p in PRIORITIES if record.levelno >= level), 7)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).split("\n"))
+
+
+def to_the_journal(stream: TextIO, environ: dict[str, str]) -> bool:
+    """Whether `stream` is the journal's own stream (JOURNAL_STREAM names its
+    device and inode), and not, say, a pipe the service's output was moved to."""
+    dev, _, ino = environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
+
+
+def setup_logging(level: str, stream: TextIO | None = None,
+                  environ: dict[str, str] | None = None) -> None:
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if to_the_journal(stream, dict(os.environ) if environ is None else environ):
+        # journald adds the time and the name: the priority says the level.
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("fsmond %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def event_json(event: Event) -> str:
