@@ -19,7 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
@@ -48,6 +48,14 @@ class Component(Protocol):
 class Publisher(Component, Protocol):
     def publish(self, events: list[Event]) -> None:
         """The events of one observation, in order (a storm's batch is one call)."""
+
+
+@runtime_checkable
+class Announcer(Protocol):
+    async def announce(self) -> None:
+        """Say we are here (a bus name), once every component has started:
+        whoever the announcement wakes (a D-Bus-activated call) must find the
+        whole mount table, not the empty one before the sources ran."""
 
 
 def wait_for_signals(*signums: int) -> Awaitable[None]:
@@ -346,6 +354,9 @@ class Daemon:
                     self.backends.setdefault(component.name, "started")
                 for dev in list(self.engine.filesystems):
                     self._start_error_watch(dev)
+                for p in self.publishers:
+                    if isinstance(p, Announcer):
+                        await p.announce()
                 stop = self._shutdown_trigger()  # before anyone hears we are ready
                 log.info("fsmond %s ready: %d mounts, %d file systems watched (%s)",
                          __version__, len(self.engine.mounts), len(self.engine.filesystems),

@@ -232,14 +232,7 @@ class DbusPublisher:
         bus.export(ROOT_PATH, self.manager)
         for dev in self.daemon.engine.filesystems:
             self._add_object(dev)
-        reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
-        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            bus.disconnect()
-            raise FsmondError(f"{BUS_NAME} is already owned on the {self.bus_name} bus")
-        where = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "") if self.bus_name == "session" \
-            else ""
-        log.info("D-Bus: %s on the %s bus %s", BUS_NAME, self.bus_name, where)
-        started()
+        started()  # the name comes in announce(), once the sources have started
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_events())
@@ -256,6 +249,16 @@ class DbusPublisher:
         finally:
             if bus.connected:
                 bus.disconnect()
+
+    async def announce(self) -> None:
+        bus = self._bus
+        assert bus is not None
+        reply = await bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise FsmondError(f"{BUS_NAME} is already owned on the {self.bus_name} bus")
+        where = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "") if self.bus_name == "session" \
+            else ""
+        log.info("D-Bus: %s on the %s bus %s", BUS_NAME, self.bus_name, where)
 
     def _backlog(self) -> int:
         writer = self._bus._writer if self._bus is not None else None

@@ -38,13 +38,21 @@ PIDS: dict[str, int] = {}  # address -> the dbus-daemon's pid, while it runs
 
 
 @contextmanager
-def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY) -> Iterator[str]:
+def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY,
+                activates: dict[str, str] | None = None) -> Iterator[str]:
     """A dbus-daemon of its own; yields its address. The socket's folder is
-    world-searchable so tests can call it as an unprivileged uid too."""
+    world-searchable so tests can call it as an unprivileged uid too.
+    `activates` maps bus names to the command that D-Bus activation runs."""
     folder = tempfile.mkdtemp(prefix="fsmond-bus-")
     os.chmod(folder, 0o755)
     conf = Path(folder) / "bus.conf"
-    conf.write_text(template.format(sock=f"{folder}/bus", policy=policy))
+    services = Path(folder) / "services"
+    services.mkdir()
+    for name, command in (activates or {}).items():
+        (services / f"{name}.service").write_text(
+            f"[D-BUS Service]\nName={name}\nExec={command}\n")
+    conf.write_text(template.format(sock=f"{folder}/bus", policy=policy).replace(
+        "</busconfig>", f"<servicedir>{services}</servicedir></busconfig>"))
     proc = subprocess.Popen(["dbus-daemon", "--nofork", "--print-address",
                              f"--config-file={conf}"], stdout=subprocess.PIPE, text=True)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -369,3 +370,23 @@ def test_a_storms_coalesced_state_waits_behind_its_events(served: Any, tmp_path:
         among = changes(storm[:last_event])
         assert changes(storm) == len(targets)
         assert among <= 300, f"{among} of {len(targets)} changes came among the storm's events"
+
+
+def test_the_call_that_activates_fsmond_gets_the_whole_mount_table(tmp_path: Path) -> None:
+    """D-Bus activation queues the call until the name is owned: the name must
+    come only once the mount table is loaded and every source has started."""
+    cfg = config(tmp_path, "/nonexistent")
+    fsmond_cmd = f"{sys.executable} -m fsmond --config {cfg}"
+    command = f"/bin/sh -c 'exec {fsmond_cmd} --bus \"$DBUS_STARTER_ADDRESS\"'"
+    with dbus_daemon(activates={NAME: command}) as address:
+        try:
+            generation, mounts = call(address, "ListMounts")
+            status = call(address, "GetStatus")[0]
+        finally:
+            r = busctl(address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                       "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", NAME)
+            os.kill(json.loads(r.stdout)["data"][0], signal.SIGTERM)
+    table = parse_mountinfo(Path("/proc/self/mountinfo").read_bytes())
+    assert generation > 0 and len(mounts) == len(table)
+    assert status["mounts"]["data"] == len(table)
+    assert "kmsg" in status["error_backends"]["data"]  # every source had started
