@@ -283,12 +283,14 @@ class Daemon:
             log.error("reload failed, keeping the old configuration: %s", e)
             self.last_reload_error = str(e)
             self.note("err", "config", {"message": str(e)})
+            self.notifier.status(f"{self.status_line()}; reload failed: {e}")
             raise
         self.last_reload_error = ""
         self.config = new
         log.info("configuration reloaded from %s", self.config_path or "defaults")
         self._deliver(self.engine.set_policy(new, self._now()))
         self.sampler.poke()
+        self.notifier.status(self.status_line())
 
     last_reload_error = ""
 

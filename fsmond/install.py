@@ -49,7 +49,7 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
     bindir = bindir or f"{prefix}/bin"
     policy_dir = "usr/share/dbus-1/system.d" if p == "usr" else "etc/dbus-1/system.d"
     unit = (DATA / "fsmond.service").read_text().replace(
-        "ExecStart=/usr/bin/fsmond", f"ExecStart={bindir}/fsmond")
+        "=/usr/bin/fsmond ", f"={bindir}/fsmond ")
     example = (DATA / "fsmond.toml").read_text()
     files: dict[str, str | bytes] = {
         f"{p}/lib/systemd/system/fsmond.service": unit,

@@ -55,6 +55,10 @@ def test_install_puts_every_file_where_systemd_and_dbus_read_them(installed: Pat
     assert "watch add" in ctl1 and "monitor" in ctl1
     toml5 = (installed / "usr/share/man/man5/fsmond.toml.5").read_text()
     assert "poll_interval" in toml5 and "[mqtt]" in toml5
+    unit = (installed / "usr/lib/systemd/system/fsmond.service").read_text()
+    assert f"ExecStart={VENV_BIN}/fsmond --config" in unit
+    assert f"ExecReload={VENV_BIN}/fsmond --check-config" in unit  # a broken file fails
+    assert "/usr/bin/fsmond" not in unit
     activation = installed / "usr/share/dbus-1/system-services/org.fsmond.FsMon1.service"
     assert "SystemdService=fsmond.service" in activation.read_text()
 
