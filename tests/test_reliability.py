@@ -24,6 +24,7 @@ from fsmond.engine.filesystems import MERGE_WAIT
 from fsmond.events import Observation
 from fsmond.sources.kmsg import KmsgSource
 from fsmond.trace import replay
+from tests.kernel import require_filesystem
 from tests.publishers.buses import busctl, dbus_daemon
 from tests.running import FsmondProcess, daemon_config, fsmond, tmpfs
 
@@ -38,6 +39,7 @@ def config(tmp_path: Path, watch: str) -> Path:
 def test_an_autofs_trigger_is_never_touched(tmp_path: Path) -> None:
     """A direct autofs mount whose 'daemon' is a pipe we hold: any lookup the
     kernel wants answered would arrive on the pipe as a request packet."""
+    require_filesystem("autofs")
     trigger = tmp_path / "auto"
     trigger.mkdir()
     r, w = os.pipe()

@@ -20,10 +20,16 @@ from fsmond.sources.fanotify_mounts import (
     SWEEP_MAX_WAIT,
     FanotifyMountSource,
 )
+from tests.kernel import require_mount_api
 from tests.running import run, tmpfs
 from tests.sources.follow import follow as follow_source
 
 pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture(autouse=True)
+def _kernel_has_it() -> None:
+    require_mount_api(fanotify=True)
 libc = ctypes.CDLL(None, use_errno=True)
 
 

@@ -12,9 +12,15 @@ from hypothesis import strategies as st
 
 from fsmond.sources import mountapi
 from fsmond.sources.mountinfo import parse_mountinfo
+from tests.kernel import require_mount_api
 from tests.running import mount_id_of, run, tmpfs
 
 pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture(autouse=True)
+def _kernel_has_it() -> None:
+    require_mount_api(fanotify=False)
 
 
 def statmount_table() -> dict[int, object]:
