@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -13,6 +14,7 @@ from typing import TextIO
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
 from fsmond.errors import ConfigError, FsmondError
+from fsmond.publishers.console import setup_logging, to_the_journal
 
 log = logging.getLogger("fsmond")
 
@@ -44,7 +46,9 @@ def check_config(path: str) -> int:
     try:
         load_config(path, must_exist=True)
     except ConfigError as e:
-        print(f"fsmond: {e}", file=sys.stderr)
+        # <3>: when systemctl reload runs the check, the journal files it as an error.
+        prefix = "<3>" if to_the_journal(sys.stderr, dict(os.environ)) else ""
+        print(f"{prefix}fsmond: {e}", file=sys.stderr)
         return ConfigError.exit_status
     print(f"{path}: configuration is valid")
     return 0
@@ -59,8 +63,6 @@ def fsmond_main(argv: Sequence[str] | None = None) -> int:
     args = fsmond_parser().parse_args(argv)
     if args.check_config:
         return check_config(args.check_config)
-    from fsmond.publishers.console import setup_logging
-
     try:
         config = load_config(args.config or DEFAULT_CONFIG_PATH, must_exist=bool(args.config))
     except ConfigError as e:
