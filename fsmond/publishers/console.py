@@ -37,11 +37,9 @@ def to_the_journal(stream: TextIO, environ: dict[str, str]) -> bool:
     return f"{st.st_dev}:{st.st_ino}" == f"{dev}:{ino}"
 
 
-def setup_logging(level: str, stream: TextIO | None = None,
-                  environ: dict[str, str] | None = None) -> None:
-    stream = stream or sys.stderr
-    handler = logging.StreamHandler(stream)
-    if to_the_journal(stream, dict(os.environ) if environ is None else environ):
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if to_the_journal(sys.stderr, dict(os.environ)):
         # journald adds the time and the name: the priority says the level.
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:

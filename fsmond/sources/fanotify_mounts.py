@@ -68,7 +68,6 @@ class FanotifyMountSource:
         self.sweeps = 0
         self.swept = 0  # mounts statmount'ed by sweeps
         self.batches = 0
-        self.unreachable = 0  # attached mounts left out: no path reaches them
         self._last_event = 0.0
         self._sweep_wanted = asyncio.Event()
         self._watch_pollpri: Callable[[], None] = lambda: None
@@ -102,8 +101,7 @@ class FanotifyMountSource:
                 if sm.parent_unique_id in self._known or sm.parent_unique_id in out:
                     out[uid] = found.pop(uid).entry
                     grew = True
-        self.unreachable += len(found)
-        return out
+        return out  # what is left in `found` no path reaches
 
     def _full_table(self) -> dict[int, MountEntry]:
         if self._root is None:
