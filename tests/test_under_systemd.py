@@ -217,6 +217,8 @@ def test_an_ext4_mounted_after_start_is_one_sampled_object_with_its_error_mark(
             obj = f"{ROOT}/fs/{os.major(rdev)}_{os.minor(rdev)}"
             wait_until(lambda: obj in managed(c), 10, "the object")
             assert prop(c, obj, "MountPoints") == ["/mnt/e4"]
+            points = [m["mount_point"]["data"] for m in call(c, "ListMounts")[1]]
+            assert points.count("/mnt/e4") == 1 and "" not in points
             assert wait_until(lambda: prop(c, obj, "Size"), 10, "a sample") > 16 << 20
             Path(f"/sys/fs/ext4/{Path(dev).name}/trigger_fs_error").write_text("fsmond test\n")
             wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, 10, "the error from fanotify")
