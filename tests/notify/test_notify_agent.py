@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.notify.servers import (
     NotificationsMonitor,
     SpecServer,
     agent,
+    bus_at,
     dunst,
     summary,
     urgency,
@@ -239,3 +241,36 @@ def test_fsmond_restarted_mid_run_gives_no_duplicate(tmp_path: Path, system_bus:
             assert summary(upper) == f"Very low disk space on {t}"
             assert mon.notifies() == [lower, upper] and upper.body[1] == lower.reply[0]  # type: ignore[index]
             assert sum("following fsmond" in line for line in a.log) == 2
+
+
+def test_the_session_bus_going_away_and_back_shows_what_is_still_true(
+        tmp_path: Path, system_bus: str) -> None:
+    """The old server's notifications died with it: the agent reconnects and
+    shows the new one what is still true, once, then replaces that one."""
+    cfg = daemon_config(tmp_path / "fsmond.toml", str(tmp_path / "t"))
+    socket = tmp_path / "session-bus"
+    with xvfb() as display, tmpfs(tmp_path / "t", "size=10m") as t, \
+            fsmond(cfg, bus=system_bus), ExitStack() as first:
+        address = first.enter_context(bus_at(socket))
+        first.enter_context(dunst(address, display))
+        mon = NotificationsMonitor(address)
+        first.callback(mon.close)
+        with agent(system_bus, address, home=tmp_path / "home") as a:
+            a.wait_log("following fsmond")
+            fill(t, "a", 6)  # lower
+            before = mon.wait_for(lambda c: c.member == "Notify")
+            first.close()  # the session bus and its server go
+            a.wait_log("the session bus went away")
+            with bus_at(socket):
+                mon = NotificationsMonitor(address)  # before the server: sees all it gets
+                try:
+                    with dunst(address, display):
+                        again = mon.wait_for(lambda c: c.member == "Notify")
+                        assert summary(again) == summary(before) == f"Low disk space on {t}"
+                        assert again.body[1] == 0
+                        fill(t, "b", 2.5)  # upper
+                        upper = mon.wait_for(lambda c: c.member == "Notify" and c is not again)
+                        assert upper.body[1] == again.reply[0]  # type: ignore[index]
+                        assert mon.notifies() == [again, upper]
+                finally:
+                    mon.close()
