@@ -107,8 +107,14 @@ def parser() -> argparse.ArgumentParser:
         prog="fsmond-notify",
         description="Desktop notifications of what fsmond sees: one per file system, "
         "replaced as it changes, closed when it clears; Ignore holds until it gets worse.",
-        epilog="Configuration: $XDG_CONFIG_HOME/fsmond/notify.toml (classes, include, "
-        "exclude); ignores are kept in $XDG_STATE_HOME/fsmond/notify-ignores.json.")
+        epilog="Configuration: $XDG_CONFIG_HOME/fsmond/notify.toml (default ~/.config), "
+        "TOML, every key optional, unknown keys are errors: classes = [\"thr\", \"warn\", "
+        "\"err\"] (thr: space and inode levels; warn: no space, no inodes; err: forced "
+        "read-only, kernel errors); include = [] and exclude = [] (mount-point globs, * "
+        "within one path component, ~ for $HOME; an empty include means every file system). "
+        "Read-only images (squashfs, iso9660, erofs...) never notify. Ignores are kept in "
+        "$XDG_STATE_HOME/fsmond/notify-ignores.json (default ~/.local/state). Exit status: "
+        "0, or 1 without a session bus, 78 for a bad configuration.")
     p.add_argument("--bus", metavar="BUS", default="system",
                    help="fsmond's bus: system (default), session or an address")
     p.add_argument("--session-bus", metavar="ADDRESS",
