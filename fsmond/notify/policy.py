@@ -283,7 +283,7 @@ class Policy:
         rec.shown = self.condition(rec)
 
     def _show(self, rec: Record, c: Condition) -> Show:
-        message = rec.ro_message or rec.view.last_error
+        message = rec.view.last_error or rec.ro_message  # the error itself, when fsmond has it
         urgency = NORMAL if c.kind in ("lower", "inodes-lower") else CRITICAL
         return Show(rec.view.path, self._key(rec), c, urgency,
                     words(c.kind, rec.view, self.home, message))
