@@ -5,11 +5,12 @@ back-off if the bus itself goes away). It listens to what any user may
 receive and calls only what any user may call: NameOwnerChanged tells when
 fsmond comes and goes; when it comes, GetManagedObjects gives every file
 system, and from then on the FileSystem objects' PropertiesChanged and
-Event signals and the ObjectManager's InterfacesAdded/Removed keep the copy
-current. The match rules name fsmond as sender and the objects' path, so
-the Manager's per-mount traffic (MountsChanged, mounted/unmounted events) is
-never delivered here: a mount storm costs the agent nothing but the few
-coalesced MountPoints changes of a file system that is bind-mounted.
+`read-only` Event signals and the ObjectManager's InterfacesAdded/Removed
+keep the copy current. The match rules name fsmond as sender, the objects'
+path and, for Events, the name (arg1), so per-mount traffic (MountsChanged;
+the mounted/unmounted events, which the objects send too) is never
+delivered here: a mount storm costs the agent nothing but the few coalesced
+MountPoints changes of a file system that is bind-mounted.
 
 Signals that arrive while GetManagedObjects is answered are already in its
 reply (fsmond sent them first), so they are dropped then; Events are not
@@ -41,7 +42,7 @@ MATCHES = (
     f"type='signal',sender='{NAME}',path_namespace='{FS_PATHS}',"
     "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
     f"type='signal',sender='{NAME}',path_namespace='{FS_PATHS}',interface='{FS}',"
-    "member='Event'",
+    "member='Event',arg1='read-only'",
 )
 
 
@@ -168,7 +169,9 @@ class FsmondFollower:
             iface, changed, _invalidated = msg.body
             props = self.props.get(path)
             if iface == FS and props is not None:
-                props.update(plain(changed))
+                # FileSystem's properties are scalars and `as` (MountPoints,
+                # 15,000 strings in a storm): one level of Variants, no walk.
+                props.update({k: v.value for k, v in changed.items()})
                 self.sink.update(FsView.from_properties(path, props))
         elif member == "InterfacesAdded":
             obj, ifaces = msg.body

@@ -78,7 +78,7 @@ class FsView:
 
         return cls(
             path=path, fstype=get("FsType", "", str),
-            mount_points=tuple(str(p) for p in props.get("MountPoints") or ()),
+            mount_points=tuple(props.get("MountPoints") or ()),
             size=get("Size", 0, int), available=get("Available", 0, int),
             files=get("Files", 0, int), files_available=get("FilesAvailable", 0, int),
             percent_available=get("PercentAvailable", 0.0, float),

@@ -61,8 +61,12 @@ def duration(seconds: float) -> str:
 
 def known_mount_point(points: tuple[str, ...] | list[str]) -> str:
     """The shortest mount point (bind mounts and containers add longer ones);
-    the first in sort order among equals."""
-    return min(points, key=lambda p: (len(p), p)) if points else ""
+    the first in sort order among equals. Two passes in C: a storm's file
+    system has 15,000."""
+    if not points:
+        return ""
+    shortest = min(map(len, points))
+    return min(p for p in points if len(p) == shortest)
 
 
 def home_relative(path: str, home: str) -> str:
