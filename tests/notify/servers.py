@@ -22,7 +22,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from tests.notify.spec_server import Notifications
+from tests.notify.spec_server import FileManager1, Notifications
 from tests.publishers.buses import PERMISSIVE
 from tests.running import first_match
 
@@ -234,12 +234,31 @@ class SpecServer(_Thread):
         self.loop.call_soon_threadsafe(both)
 
 
+class FileManager(_Thread):
+    """A file manager owning org.freedesktop.FileManager1; `shown` gets the
+    uris of each ShowFolders."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.shown: queue.Queue[list[str]] = queue.Queue()
+        super().__init__()
+
+    async def main(self, ready: Callable[[], None], stop: asyncio.Event) -> None:
+        bus = await MessageBus(bus_address=self.address).connect()
+        bus.export("/org/freedesktop/FileManager1", FileManager1(self.shown))
+        await bus.request_name("org.freedesktop.FileManager1")
+        ready()
+        await stop.wait()
+        bus.disconnect()
+
+
 @dataclass
 class AgentProcess:
     fsmond_bus: str
     session_bus: str
     home: Path
     extra: tuple[str, ...] = ()
+    uid: int | None = None  # run as this user (setpriv), not root
     log: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -248,8 +267,10 @@ class AgentProcess:
                "XDG_STATE_HOME": str(self.home / ".local/state")}
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         self._new: queue.Queue[str] = queue.Queue()
+        as_user = [] if self.uid is None else [
+            "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fsmond.notify", "--bus", self.fsmond_bus,
+            [*as_user, sys.executable, "-m", "fsmond.notify", "--bus", self.fsmond_bus,
              "--session-bus", self.session_bus, "--log-level", "debug", *self.extra],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -282,8 +303,9 @@ class AgentProcess:
 
 
 @contextmanager
-def agent(fsmond_bus: str, session_bus: str, home: Path, *extra: str) -> Iterator[AgentProcess]:
-    a = AgentProcess(fsmond_bus, session_bus, home, extra)
+def agent(fsmond_bus: str, session_bus: str, home: Path, *extra: str,
+          uid: int | None = None) -> Iterator[AgentProcess]:
+    a = AgentProcess(fsmond_bus, session_bus, home, extra, uid)
     try:
         yield a
     finally:

@@ -55,3 +55,15 @@ class Notifications(ServiceInterface):
     @dbus_signal()
     def ActionInvoked(self, nid: DBusUInt32, key: DBusStr) -> Invoked:
         return [nid, key]
+
+
+class FileManager1(ServiceInterface):
+    """org.freedesktop.FileManager1's ShowFolders, recorded."""
+
+    def __init__(self, shown: Any) -> None:
+        super().__init__("org.freedesktop.FileManager1")
+        self.shown = shown  # a queue.Queue of the uris asked for
+
+    @dbus_method()
+    def ShowFolders(self, uris: StrList, startup_id: DBusStr) -> None:
+        self.shown.put(list(uris))

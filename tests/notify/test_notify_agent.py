@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from tests.notify.servers import (
+    AgentProcess,
+    FileManager,
     NotificationsMonitor,
     SpecServer,
     agent,
@@ -30,11 +34,12 @@ from tests.notify.servers import (
     urgency,
     xvfb,
 )
-from tests.publishers.buses import dbus_daemon
+from tests.publishers.buses import SYSTEM, dbus_daemon
 from tests.running import bind_mounts, daemon_config, fsmond, loop_ext4, tmpfs
 
 pytestmark = [pytest.mark.root]
 NORMAL, CRITICAL = 1, 2
+NOBODY = 65534
 
 
 @dataclass
@@ -274,3 +279,61 @@ def test_the_session_bus_going_away_and_back_shows_what_is_still_true(
                         assert mon.notifies() == [again, upper]
                 finally:
                     mon.close()
+
+
+def test_open_shows_the_mount_point_in_the_file_manager(tmp_path: Path, system_bus: str) -> None:
+    cfg = daemon_config(tmp_path / "fsmond.toml", str(tmp_path / "t"))
+    with dbus_daemon() as session, tmpfs(tmp_path / "t", "size=10m") as t, \
+            fsmond(cfg, bus=system_bus):
+        server = SpecServer(session, ["actions", "body"])
+        files = FileManager(session)
+        mon = NotificationsMonitor(session)
+        try:
+            with agent(system_bus, session, home=tmp_path / "home") as a:
+                a.wait_log("following fsmond")
+                fill(t, "a", 6)
+                lower = mon.wait_for(lambda c: c.member == "Notify")
+                server.invoke(lower.reply[0], "open")  # type: ignore[index]
+                assert files.shown.get(timeout=20) == [f"file://{t}"]
+        finally:
+            mon.close()
+            files.close()
+            server.close()
+
+
+def test_an_unprivileged_user_follows_fsmond_on_a_bus_with_the_shipped_policy(
+        tmp_path: Path) -> None:
+    """Nothing it calls or receives needs more than any user has."""
+    home = Path(tempfile.mkdtemp(prefix="fsmond-notify-home-"))
+    home.chmod(0o777)
+    cfg = daemon_config(tmp_path / "fsmond.toml", str(tmp_path / "t"))
+    try:
+        with dbus_daemon(SYSTEM) as system, dbus_daemon() as session, \
+                tmpfs(tmp_path / "t", "size=10m") as t, fsmond(cfg, bus=system):
+            server = SpecServer(session, ["actions", "body"])
+            mon = NotificationsMonitor(session)
+            try:
+                with agent(system, session, home, uid=NOBODY) as a:
+                    a.wait_log("following fsmond")
+                    fill(t, "a", 6)
+                    lower = mon.wait_for(lambda c: c.member == "Notify")
+                    assert summary(lower) == f"Low disk space on {t}"
+                    server.invoke(lower.reply[0], "ignore")  # type: ignore[index]
+                    a.wait_log("ignores saved in")  # in its own $XDG_STATE_HOME
+                    assert (home / ".local/state/fsmond/notify-ignores.json").stat().st_uid \
+                        == NOBODY
+            finally:
+                mon.close()
+                server.close()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_second_agent_in_the_same_session_leaves_it_to_the_first(tmp_path: Path) -> None:
+    with dbus_daemon() as system, dbus_daemon() as session, \
+            agent(system, session, home=tmp_path / "home") as first:
+        first.wait_log("notification server")
+        second = AgentProcess(system, session, tmp_path / "home")
+        assert second.proc.wait(20) == 0
+        second.stop()
+        assert any("another fsmond-notify runs in this session" in line for line in second.log)
