@@ -172,9 +172,13 @@ class Notifier:
             log.debug("CloseNotification %d: %s", nid, e)
 
     def _forget(self) -> None:
+        """The server's notifications are gone, and so is the point of what
+        waits to be sent: on_reset derives it all again from the policy."""
         self.ids.clear()
         self.paths.clear()
         self.pending.clear()
+        while not self.actions.empty():
+            self.actions.get_nowait()
 
     def _on_message(self, msg: Message) -> None:
         if msg.message_type is not MessageType.SIGNAL:
