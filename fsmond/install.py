@@ -1,10 +1,12 @@
 """`fsmond install-system-files`: put the unit, bus policy, activation file,
 introspection XML, example config, man pages and completion where systemd
-and dbus-daemon read them.
+and dbus-daemon read them; and the desktop agent's XDG autostart entry and
+systemd user unit (fsmond-notify).
 
 dbus-daemon reads system bus policy from /usr/share/dbus-1/system.d and
 /etc/dbus-1/system.d only (not /usr/local/share/dbus-1/system.d), so with
-any prefix but /usr the policy goes to /etc/dbus-1/system.d.
+any prefix but /usr the policy goes to /etc/dbus-1/system.d. Desktops read
+autostart entries from /etc/xdg/autostart whatever the prefix ($XDG_CONFIG_DIRS).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
     from fsmond.cli import fsmond_parser
     from fsmond.ctl import parser as ctl_parser
     from fsmond.manpages import command_page, completion, config_page
+    from fsmond.notify.agent import parser as notify_parser
 
     p = prefix.strip("/")
     bindir = bindir or f"{prefix}/bin"
@@ -51,6 +54,11 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
     unit = (DATA / "fsmond.service").read_text().replace(
         "=/usr/bin/fsmond ", f"={bindir}/fsmond ")
     example = (DATA / "fsmond.toml").read_text()
+    agent = f"{bindir}/fsmond-notify"
+    user_unit = (DATA / "fsmond-notify.service").read_text().replace(
+        "=/usr/bin/fsmond-notify", f"={agent}")
+    desktop = (DATA / "fsmond-notify.desktop").read_text().replace(
+        "=/usr/bin/fsmond-notify", f"={agent}")
     files: dict[str, str | bytes] = {
         f"{p}/lib/systemd/system/fsmond.service": unit,
         f"{policy_dir}/org.fsmond.FsMon1.conf": (DATA / "org.fsmond.FsMon1.conf").read_text(),
@@ -62,6 +70,12 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
         f"{p}/share/man/man5/fsmond.toml.5": config_page(example),
         f"{p}/share/bash-completion/completions/fsmond": completion(fsmond_parser()),
         f"{p}/share/bash-completion/completions/fsmonctl": completion(ctl_parser()),
+        f"{p}/lib/systemd/user/fsmond-notify.service": user_unit,
+        "etc/xdg/autostart/fsmond-notify.desktop": desktop,
+        f"{p}/share/applications/fsmond-notify.desktop": desktop,  # names the notifications
+        f"{p}/share/man/man1/fsmond-notify.1": command_page(notify_parser(), 1,
+                                                           "User Commands"),
+        f"{p}/share/bash-completion/completions/fsmond-notify": completion(notify_parser()),
     }
     for name, xml in introspection_xml().items():
         files[f"{p}/share/dbus-1/interfaces/{name}.xml"] = xml
@@ -89,7 +103,8 @@ def install(destdir: str, prefix: str, bindir: str | None = None) -> list[Path]:
 
 def main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="fsmond install-system-files",
-                                 description="Install unit, bus policy, man pages, completion.")
+                                 description="Install unit, bus policy, man pages, completion, "
+                                 "and the desktop agent's autostart entry and user unit.")
     ap.add_argument("--destdir", default=os.environ.get("DESTDIR", ""),
                     help="staging root (packaging); default: the real /")
     ap.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
@@ -98,5 +113,7 @@ def main(argv: Sequence[str]) -> int:
     for path in install(args.destdir, args.prefix, args.bindir):
         print(path)
     if not args.destdir:
-        print("now: systemctl daemon-reload && systemctl enable --now fsmond", file=sys.stderr)
+        print("now: systemctl daemon-reload && systemctl enable --now fsmond\n"
+              "and, for desktop notifications in each user's graphical session: "
+              "systemctl --global enable fsmond-notify", file=sys.stderr)
     return 0

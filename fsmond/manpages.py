@@ -1,6 +1,7 @@
 """Man pages and bash completion generated from the code's own definitions.
 
-fsmond(8) and fsmonctl(1) come from the argparse parsers the commands use;
+fsmond(8), fsmonctl(1) and fsmond-notify(1) come from the argparse parsers
+the commands use (description, options, subcommands, epilog);
 fsmond.toml(5) from the commented example configuration, which documents
 every key with its default (tests check that it parses to the built-in
 defaults). Nothing here is written by hand twice, so the pages cannot drift.
@@ -67,7 +68,9 @@ def command_page(parser: argparse.ArgumentParser, section: int, title: str) -> s
             usage = sub.format_usage().removeprefix("usage: ").strip()
             lines += [".TP", f"\\fB{_roff(usage)}\\fR", _roff(sub.description or "")]
             lines += _options(sub)
-    lines += [".SH SEE ALSO", "fsmond(8), fsmonctl(1), fsmond.toml(5), busctl(1)"]
+    if parser.epilog:
+        lines += [".SH NOTES", _roff(parser.epilog)]
+    lines += [".SH SEE ALSO", "fsmond(8), fsmonctl(1), fsmond-notify(1), fsmond.toml(5), busctl(1)"]
     return "\n".join(lines) + "\n"
 
 

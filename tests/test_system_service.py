@@ -78,6 +78,38 @@ def test_completion_is_valid_bash(installed: Path) -> None:
     assert out.split() == ["watches", "watch"] or set(out.split()) == {"watches", "watch"}
 
 
+def test_the_desktop_agent_is_installed_like_desktop_software(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "fsmond-notify"  # what pip's console script does
+    script.write_text(f'#!/bin/sh\nexec {sys.executable} -m fsmond.notify "$@"\n')
+    script.chmod(0o755)
+    dest = tmp_path / "dest"
+    install(str(dest), "/usr", bindir=str(bindir))
+    unit = dest / "usr/lib/systemd/user/fsmond-notify.service"
+    text = unit.read_text()
+    assert f"ExecStart={script}\n" in text and "WantedBy=graphical-session.target" in text
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    autostart = dest / "etc/xdg/autostart/fsmond-notify.desktop"
+    r = subprocess.run(["desktop-file-validate", str(autostart)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "", r.stdout
+    assert (dest / "usr/share/applications/fsmond-notify.desktop").read_text() == \
+        autostart.read_text()  # the desktop-entry hint names it
+    # The autostart entry's command line runs the agent.
+    exec_line = next(line for line in autostart.read_text().splitlines()
+                     if line.startswith("Exec="))
+    home = tmp_path / "home"
+    (home / ".config/fsmond").mkdir(parents=True)
+    (home / ".config/fsmond/notify.toml").write_text('exclude = ["/boot/efi"]\n')
+    r = subprocess.run([*exec_line.removeprefix("Exec=").split(), "--check-config"],
+                       capture_output=True, text=True, env={**os.environ, "HOME": str(home)})
+    assert r.returncode == 0 and "notify.toml: configuration is valid" in r.stdout, r.stderr
+    page = (dest / "usr/share/man/man1/fsmond-notify.1").read_text()
+    assert "session\\-bus" in page and "notify.toml" in page and "exclude" in page
+
+
 def test_unit_verifies_cleanly_and_exposure_is_at_most_3(installed: Path) -> None:
     unit = installed / "usr/lib/systemd/system/fsmond.service"
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],

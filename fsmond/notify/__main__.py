@@ -1,0 +1,5 @@
+import sys
+
+from fsmond.notify.agent import main
+
+sys.exit(main())
