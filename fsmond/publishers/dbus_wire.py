@@ -25,7 +25,8 @@ from typing import Any
 Fields = dict[str, tuple[str, Any]]
 
 _U32 = struct.Struct("<I")
-_FIXED = {"b": (4, struct.Struct("<I")), "u": (4, _U32), "x": (8, struct.Struct("<q")),
+_FIXED = {"b": (4, struct.Struct("<I")), "u": (4, _U32), "i": (4, struct.Struct("<i")),
+          "x": (8, struct.Struct("<q")),
           "t": (8, struct.Struct("<Q")), "d": (8, struct.Struct("<d")),
           "y": (1, struct.Struct("<B"))}
 _ALIGN = {"s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "{": 8, "(": 8,
