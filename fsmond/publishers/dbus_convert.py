@@ -27,7 +27,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 # mount table. An integer under any other key is x. docs/dbus.md lists them.
 INT_TYPES: dict[str, str] = {
     "mount_id": "u", "parent_id": "u", "pid": "u", "count": "u", "errno": "i",
-    "seq": "t", "generation": "t", "available": "t", "size": "t", "free": "t",
+    "seq": "t", "generation": "t", "available": "t", "size": "t",
     "files": "t", "files_available": "t", "level_value": "t",
     "mounts": "u", "filesystems": "u", "watches": "u", "events": "t", "kmsg_overruns": "t",
     "console_dropped": "t", "dbus_dropped": "t", "mqtt_dropped": "t",

@@ -96,6 +96,10 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
                    "AddWatch", "RemoveWatch", "Reload", "MountsChanged", "Generation"):
         assert f'name="{member}"' in xml
     assert 'interface name="org.freedesktop.DBus.ObjectManager"' in xml
+    # documented, every argument named (docs/dbus.md is checked against the same XML)
+    assert '<annotation name="org.gtk.GDBus.DocString"' in xml
+    assert '<arg name="status" direction="out" type="a{sv}"' in xml
+    assert '<arg name="generation" direction="out" type="t"' in xml
     fsxml = json.loads(busctl(bus, "call", NAME, fs_path(t), "org.freedesktop.DBus."
                               "Introspectable", "Introspect").stdout)["data"][0]
     for p in ("Size", "Available", "PercentAvailable", "Level", "ReadOnly", "SecondsToFull",
