@@ -106,16 +106,42 @@ class Client:
     async def filesystems(self) -> dict[str, dict[str, Any]]:
         objects = (await self.call("GetManagedObjects",
                                    interface="org.freedesktop.DBus.ObjectManager"))[0]
-        return {path: ifaces[FS] for path, ifaces in sorted(objects.items()) if FS in ifaces}
+        return {path: with_df(ifaces[FS]) for path, ifaces in sorted(objects.items())
+                if FS in ifaces}
+
+
+# Unknown until the file system's first sample: null in JSON, "-" in tables.
+SAMPLED_ONLY = ("Size", "Available", "Free", "Files", "FilesAvailable", "PercentAvailable",
+                "FillRate", "SecondsToFull")
+
+
+def with_df(props: dict[str, Any]) -> dict[str, Any]:
+    """A file system's properties plus df's figures: Used = Size - Free, and
+    PercentUsed = Used / (Used + Available), so reserved blocks count neither
+    as used nor as available. What is not sampled yet is None, never 0."""
+    out = dict(props)
+    if not out.get("Sampled", True):
+        out.update(dict.fromkeys(SAMPLED_ONLY), Used=None, PercentUsed=None)
+        return out
+    used = max(0, out["Size"] - out["Free"])
+    room = used + out["Available"]
+    out["Used"] = used
+    out["PercentUsed"] = round(100.0 * used / room, 3) if room else 0.0
+    return out
 
 
 def status_rows(fss: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     for p in fss.values():
-        used = 100 - p["PercentAvailable"] if p["Size"] else 0.0
-        rows.append([p["Device"], (p["MountPoints"] or ["-"])[0], human_bytes(p["Size"]),
-                     f"{used:.1f}%", p["Level"], "yes" if p["ReadOnly"] else "no",
-                     str(p["ErrorCount"]), human_seconds(p["SecondsToFull"])])
+        known = p["Size"] is not None
+        rows.append([p["Device"], (p["MountPoints"] or ["-"])[0],
+                     human_bytes(p["Size"]) if known else "-",
+                     human_bytes(p["Used"]) if known else "-",
+                     human_bytes(p["Available"]) if known else "-",
+                     f"{p['PercentUsed']:.1f}%" if known else "-",
+                     p["Level"] if known else "-", "yes" if p["ReadOnly"] else "no",
+                     str(p["ErrorCount"]),
+                     human_seconds(p["SecondsToFull"]) if known else "-"])
     return rows
 
 
@@ -133,8 +159,8 @@ async def run(args: argparse.Namespace) -> int:
                   f"{status['mount_backend']}, errors via "
                   f"{', '.join(status['error_backends']) or 'nothing'}, "
                   f"{status['events']} events", file=out)
-            print(table(status_rows(fss), ["DEVICE", "MOUNT", "SIZE", "USED", "LEVEL", "RO",
-                                           "ERRORS", "FULL IN"]), file=out)
+            print(table(status_rows(fss), ["DEVICE", "MOUNT", "SIZE", "USED", "AVAIL", "USE%",
+                                           "LEVEL", "RO", "ERRORS", "FULL IN"]), file=out)
         elif cmd == "fs":
             fss = await c.filesystems()
             if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.publishers.buses import dbus_daemon
-from tests.running import daemon_config, fsmond, tmpfs, write_config
+from tests.running import daemon_config, fsmond, loop_ext4, run, tmpfs, write_config
 
 pytestmark = [pytest.mark.root]
 
@@ -83,3 +84,45 @@ def test_not_running_is_exit_3() -> None:
     with dbus_daemon() as bus:
         r = ctl(bus, "status")
     assert r.returncode == 3 and "not running" in r.stderr
+
+
+def wait_sampled(bus: str, mount_point: Path) -> dict[str, object]:
+    """The file system at mount_point, once fsmond has sampled it (no time bound
+    but the test's own)."""
+    while True:
+        fss = json.loads(ctl(bus, "status", "--json").stdout)["filesystems"].values()
+        for fs in fss:
+            if str(mount_point) in fs["MountPoints"] and fs["Sampled"]:
+                return dict(fs)
+        time.sleep(0.1)
+
+
+def test_status_shows_space_as_df_does_and_unsampled_as_unknown(tmp_path: Path) -> None:
+    """ext4 with 20% reserved blocks: used is size - free, used % is
+    used / (used + available), as df says; a file system whose only mount
+    point is covered is not sampled and shows '-' and null, never 0."""
+    base = tmp_path / "w"
+    cfg = daemon_config(tmp_path / "f.toml", f"{base}/*")
+    with dbus_daemon() as bus, \
+            loop_ext4(tmp_path / "img", base / "e", mkfs=("-m", "20")) as (e, _), \
+            tmpfs(base / "hidden", "size=8m") as hidden, tmpfs(hidden, "size=4m") as top:
+        (e / "data").write_bytes(b"x" * (8 << 20))
+        os.sync()
+        with fsmond(cfg, bus=bus):
+            fs = wait_sampled(bus, e)
+            size, used, avail, pcent = run(
+                "df", "-B1", "--output=size,used,avail,pcent", str(e)).split()[4:8]
+            assert (fs["Size"], fs["Used"], fs["Available"]) == (int(size), int(used),
+                                                                   int(avail))
+            assert int(pcent.rstrip("%")) - 1 < fs["PercentUsed"] <= int(pcent.rstrip("%"))
+            wait_sampled(bus, top)
+            fss = json.loads(ctl(bus, "status", "--json").stdout)["filesystems"]
+            (unsampled,) = [f for f in fss.values() if not f["Sampled"]]
+            assert unsampled["FsType"] == "tmpfs" and unsampled["MountPoints"] == [str(hidden)]
+            for key in ("Size", "Used", "Available", "PercentUsed", "PercentAvailable"):
+                assert unsampled[key] is None, key
+            table = ctl(bus, "status").stdout.splitlines()
+            (row,) = [line.split() for line in table if line.startswith(unsampled["Device"])]
+            assert row[2:8] == ["-", "-", "-", "-", "-", "no"], row
+            (row,) = [line.split() for line in table if f" {e} " in f" {line} "]
+            assert row[5] == f"{fs['PercentUsed']:.1f}%"

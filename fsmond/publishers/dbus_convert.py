@@ -148,6 +148,7 @@ FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "FsType": ("s", lambda fs: text(fs.fstype)[0]),
     "Source": ("s", lambda fs: text(fs.source)[0]),
     "MountPoints": ("as", lambda fs: [text(p)[0] for p in fs.mount_points]),
+    "Sampled": ("b", lambda fs: fs.sampled),
     "Size": ("t", lambda fs: fs.size),
     "Available": ("t", lambda fs: fs.available),
     "Free": ("t", lambda fs: fs.free),

@@ -52,6 +52,8 @@ FILESYSTEM: dict[str, tuple[str, tuple[str, ...]]] = {
     "FsType": ("File-system type, with the subtype (fuse.sshfs).", ()),
     "Source": ("The mount source (/dev/sda1, tmpfs).", ()),
     "MountPoints": ("Every mount point of this file system, the one sampled first.", ()),
+    "Sampled": ("false until statvfs has answered once: until then the space and inode "
+                "figures are unknown (0), not zero.", ()),
     "Size": ("Size in bytes.", ()),
     "Available": ("Bytes available to unprivileged writers.", ()),
     "Free": ("Free bytes, the reserved blocks included.", ()),
