@@ -25,7 +25,7 @@ from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
 from fsmond.engine.core import Engine, Updates
 from fsmond.engine.filesystems import MERGE_WAIT
-from fsmond.errors import FsmondError, InvalidArgsError
+from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
 from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
@@ -239,7 +239,10 @@ class Daemon:
     def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
         """AddWatch: validated like a [[watch]]; returns the file system's object path."""
         _check_path(mount_point)
-        spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
+        try:
+            spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
+        except ConfigError as e:  # the caller's arguments, not the daemon's file
+            raise InvalidArgsError(str(e)) from None
         self._deliver(self.engine.add_watch(mount_point, spec, self._now()))
         entry = self.engine.mounts.at(mount_point)
         return fs_object_path(entry.device if entry else None)
