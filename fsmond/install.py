@@ -5,6 +5,9 @@ and dbus-daemon read them.
 dbus-daemon reads system bus policy from /usr/share/dbus-1/system.d and
 /etc/dbus-1/system.d only (not /usr/local/share/dbus-1/system.d), so with
 any prefix but /usr the policy goes to /etc/dbus-1/system.d.
+
+The unit runs the fsmond this command was run as (a venv's, pip's
+~/.local/bin, /usr/bin) unless --bindir says where it will be (packages).
 """
 
 from __future__ import annotations
@@ -87,15 +90,37 @@ def install(destdir: str, prefix: str, bindir: str | None = None) -> list[Path]:
     return written
 
 
+def running_bindir() -> str:
+    """The directory of the fsmond command being run: sys.argv[0] when it is
+    the console script; for `python -m fsmond`, the one beside the interpreter
+    (a venv's bin), else the one on PATH."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "fsmond" and os.path.isfile(argv0):
+        return os.path.dirname(os.path.abspath(argv0))
+    beside = Path(sys.executable).parent / "fsmond"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside.parent)
+    found = shutil.which("fsmond")
+    if found is not None:
+        return os.path.dirname(os.path.abspath(found))
+    raise FileNotFoundError("cannot tell where the fsmond command is: give --bindir DIR")
+
+
 def main(argv: Sequence[str]) -> int:
     ap = argparse.ArgumentParser(prog="fsmond install-system-files",
                                  description="Install unit, bus policy, man pages, completion.")
     ap.add_argument("--destdir", default=os.environ.get("DESTDIR", ""),
                     help="staging root (packaging); default: the real /")
     ap.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
-    ap.add_argument("--bindir", help="where the fsmond command is (default PREFIX/bin)")
+    ap.add_argument("--bindir", help="the directory the unit runs fsmond from (default: "
+                    "that of the fsmond running this; packages give PREFIX/bin)")
     args = ap.parse_args(argv)
-    for path in install(args.destdir, args.prefix, args.bindir):
+    try:
+        bindir = args.bindir or running_bindir()
+    except FileNotFoundError as e:
+        print(f"fsmond install-system-files: {e}", file=sys.stderr)
+        return 1
+    for path in install(args.destdir, args.prefix, bindir):
         print(path)
     if not args.destdir:
         print("now: systemctl daemon-reload && systemctl enable --now fsmond", file=sys.stderr)
