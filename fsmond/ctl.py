@@ -313,12 +313,12 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--json", action="store_true", help="data as JSON")
         if name == "fs":
-            sp.add_argument("path", nargs="?", help="only the file system mounted at PATH, "
-                            "or that PATH lies on")
+            sp.add_argument("path", metavar="PATH", nargs="?",
+                            help="only the file system mounted at PATH, or that PATH lies on")
     mon = sub.add_parser("monitor", help="print events as they happen")
     mon.add_argument("--json", action="store_true", help="one JSON object per line")
     mon.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
-    mon.add_argument("--class", dest="classes", action="append", default=[],
+    mon.add_argument("--class", dest="classes", metavar="CLASS", action="append", default=[],
                      choices=("info", "warn", "err", "thr", "device"),
                      help="only events of this class (again for more)")
     mon.add_argument("--mount", dest="mounts", action="append", default=[], metavar="PATH",
@@ -327,16 +327,25 @@ def parser() -> argparse.ArgumentParser:
     wsub = watch.add_subparsers(dest="action", required=True)
     wl = wsub.add_parser("list", help="what is watched (as watches)")
     wl.add_argument("--json", action="store_true", help="data as JSON")
-    add = wsub.add_parser("add", help="watch a mount point")
-    add.add_argument("mount")
-    add.add_argument("classes", help="comma-separated: info,warn,err,thr")
-    add.add_argument("lower", nargs="?", default="")
-    add.add_argument("upper", nargs="?", default="")
-    rm = wsub.add_parser("remove", help="stop watching a mount point")
-    rm.add_argument("mount")
-    sub.add_parser("reload", help="re-read the configuration (root)")
-    cc = sub.add_parser("check-config", help="validate a configuration file")
-    cc.add_argument("file")
+    add = wsub.add_parser("add", help="watch a mount point or glob with these classes and "
+                          "levels, checked as the configuration file is (root); prints the "
+                          "file system's object, / for a glob")
+    add.add_argument("mount", metavar="MOUNT",
+                     help="a mount point, or a glob as a [[watch]] path ('/srv/*')")
+    add.add_argument("classes", metavar="CLASSES",
+                     help="comma-separated, from info,warn,err,thr; '' keeps the default")
+    add.add_argument("lower", metavar="LOWER", nargs="?", default="",
+                     help="first warning level: '10%%', '5GiB' or a number of blocks; '' or "
+                     "none keeps the default")
+    add.add_argument("upper", metavar="UPPER", nargs="?", default="",
+                     help="critical level, less room than lower; '' or none keeps the default")
+    rm = wsub.add_parser("remove", help="stop watching a mount point, or drop a glob "
+                         "added with watch add (root)")
+    rm.add_argument("mount", metavar="MOUNT", help="a mount point or an added glob")
+    sub.add_parser("reload", help="re-read the configuration (root); a broken file is "
+                   "refused and the old one stays")
+    cc = sub.add_parser("check-config", help="validate a configuration file, without fsmond")
+    cc.add_argument("file", metavar="FILE", help="the configuration file")
     return p
 
 

@@ -46,7 +46,7 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
     """Relative install path -> contents."""
     from fsmond.cli import fsmond_parser
     from fsmond.ctl import parser as ctl_parser
-    from fsmond.manpages import command_page, completion, config_page
+    from fsmond.manpages import completion, config_page, fsmonctl_page, fsmond_page
 
     p = prefix.strip("/")
     bindir = bindir or f"{prefix}/bin"
@@ -60,9 +60,9 @@ def plan(prefix: str, bindir: str | None = None) -> dict[str, str | bytes]:
         f"{p}/share/dbus-1/system-services/org.fsmond.FsMon1.service":
             (DATA / "org.fsmond.FsMon1.service").read_text(),
         f"{p}/share/doc/fsmond/fsmond.toml.example": example,
-        f"{p}/share/man/man8/fsmond.8": command_page(fsmond_parser(), 8, "System Manager"),
-        f"{p}/share/man/man1/fsmonctl.1": command_page(ctl_parser(), 1, "User Commands"),
-        f"{p}/share/man/man5/fsmond.toml.5": config_page(example),
+        f"{p}/share/man/man8/fsmond.8": fsmond_page(fsmond_parser(), parser()),
+        f"{p}/share/man/man1/fsmonctl.1": fsmonctl_page(ctl_parser()),
+        f"{p}/share/man/man5/fsmond.toml.5": config_page(),
         f"{p}/share/bash-completion/completions/fsmond": completion(fsmond_parser()),
         f"{p}/share/bash-completion/completions/fsmonctl": completion(ctl_parser()),
     }
@@ -106,7 +106,7 @@ def running_bindir() -> str:
     raise FileNotFoundError("cannot tell where the fsmond command is: give --bindir DIR")
 
 
-def main(argv: Sequence[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fsmond install-system-files",
                                  description="Install unit, bus policy, man pages, completion.")
     ap.add_argument("--destdir", default=os.environ.get("DESTDIR", ""),
@@ -114,7 +114,11 @@ def main(argv: Sequence[str]) -> int:
     ap.add_argument("--prefix", default="/usr", help="installation prefix (default /usr)")
     ap.add_argument("--bindir", help="the directory the unit runs fsmond from (default: "
                     "that of the fsmond running this; packages give PREFIX/bin)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
     try:
         bindir = args.bindir or running_bindir()
     except FileNotFoundError as e:
