@@ -163,11 +163,11 @@ def connect_error(bus: str, e: BaseException) -> str:
         return (f"cannot connect to the system bus ({where}): {e}: is dbus-daemon running? "
                 "To try fsmond without it: --bus session (under dbus-run-session) or --no-dbus")
     if bus == "session":
-        where = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-        if not where:
+        session = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+        if not session:
             return ("cannot connect to the session bus: DBUS_SESSION_BUS_ADDRESS is not set: "
                     "run fsmond under dbus-run-session, or give --bus ADDRESS or --no-dbus")
-        return f"cannot connect to the session bus ({where}): {e}"
+        return f"cannot connect to the session bus ({session}): {e}"
     return f"cannot connect to the bus {bus}: {e}"
 
 
