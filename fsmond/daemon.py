@@ -79,8 +79,8 @@ def wait_for_signals(*signums: int) -> Awaitable[None]:
 RECANCEL = 3.0  # seconds; more than the MQTT publisher's 2 s to say offline
 # Young objects between collections of the cyclic GC (Python's default: 700).
 # fsmond's garbage is short-lived and acyclic (events, entries, batches): at
-# 700 a 15,000-mount storm ran the young collection ~250 times, 0.07 s of its
-# CPU, for objects freed a moment later; at 10,000 it took 0.03 s in all.
+# 700 a storm runs the young collection hundreds of times for objects freed
+# a moment later (BENCHMARKS.md has what 10,000 saves).
 GC_YOUNG = 10_000
 
 
@@ -368,7 +368,7 @@ class Daemon:
                          self.mount_source.name)
                 # What start-up built (modules, the mount table) lives as long as
                 # we do: leave it out of the cyclic GC, whose full collections
-                # otherwise take ~10 ms and land inside the handling of an event.
+                # otherwise walk all of it, inside the handling of an event.
                 gc.freeze()
                 gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
                 if self._ready is not None:

@@ -86,3 +86,17 @@ def test_every_event_the_engine_makes_is_in_the_event_table() -> None:
     table = DOC[DOC.index("| class | name |"):]
     for cls, name in made:
         assert re.search(rf"^\| {cls} \| [^|]*`{name}`", table, re.M), (cls, name)
+
+
+def test_benchmarks_md_is_a_reference_whose_commands_exist() -> None:
+    """Short, and every bench script and option it names is there to run."""
+    text = (REPO / "BENCHMARKS.md").read_text()
+    assert len(text.splitlines()) <= 250
+    for script in set(re.findall(r"bench/(\w+\.py)", text)):
+        source = (REPO / "bench" / script).read_text()
+        for option in set(re.findall(rf"bench/{script} ([^`\n]*)", text)):
+            for flag in re.findall(r"--[\w-]+", option):
+                assert f'"{flag}"' in source, (script, flag)
+    storm = (REPO / "bench" / "mount_storm.py").read_text()
+    for flag in re.findall(r"^\| `(--[\w-]+)", text, re.M):
+        assert f'"{flag}"' in storm, flag

@@ -3,7 +3,7 @@
 Why: every event becomes two `Event` signals and every mount change an entry
 of `MountsChanged`, so a storm of 15,000 unmounts marshals 15,000 of each,
 and an error's event is marshalled cold on its way out. Building `Fields`
-first and marshalling them cost about 50 Python steps a value. Here the
+first and marshalling them walks every value twice. Here the
 values come straight from the Event or the change, and the runs of entries
 that repeat (an event's class to comm, a mount's fstype to fs, its root to
 super_options: the same for a whole storm) are marshalled once and cached.
