@@ -315,7 +315,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "fs":
             sp.add_argument("path", metavar="PATH", nargs="?",
                             help="only the file system mounted at PATH, or that PATH lies on")
-    mon = sub.add_parser("monitor", help="print events as they happen")
+    mon = sub.add_parser("monitor", help="print events as they happen, and when fsmond stops "
+                         "and starts again (on stderr with --json); ends with exit status 3 "
+                         "when the bus goes away")
     mon.add_argument("--json", action="store_true", help="one JSON object per line")
     mon.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
     mon.add_argument("--class", dest="classes", metavar="CLASS", action="append", default=[],
