@@ -10,7 +10,6 @@ old one when the new file is wrong.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import tomllib
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from fsmond.config_values import (
     show,
     str_,
 )
+from fsmond.engine.globs import path_matches
 from fsmond.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "/etc/fsmond/fsmond.toml"
@@ -129,28 +129,17 @@ class Config:
     _resolved: tuple[tuple[str, ResolvedWatch], ...] = field(default=(), repr=False)
 
     def watch_for(self, mount_point: str) -> ResolvedWatch | None:
-        """With no [[watch]], everything; else the first that matches the path.
-        A glob's `*` matches within one path component only ("/srv/*" is not
-        "/srv/a/b"), so a pattern says exactly which level of the tree it means."""
+        """With no [[watch]], everything; else the first that matches the path
+        (engine/globs.py: a glob's `*` matches within one path component)."""
         if not self._resolved:
             return self.defaults
         for pattern, watch in self._resolved:
-            if pattern == mount_point or (_is_glob(pattern) and _glob_match(mount_point, pattern)):
+            if path_matches(mount_point, pattern):
                 return watch
         return None
 
     def ignored_fstype(self, fstype: str) -> bool:
         return fstype in self.ignore_fstypes or fstype.split(".")[0] in self.ignore_fstypes
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
-
-
-def _glob_match(path: str, pattern: str) -> bool:
-    parts, pats = path.split("/"), pattern.split("/")
-    return len(parts) == len(pats) and all(
-        fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pats, strict=True))
 
 
 _LEVEL_KEYS: dict[str, Callable[[object], Any]] = {

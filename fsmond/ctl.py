@@ -106,16 +106,42 @@ class Client:
     async def filesystems(self) -> dict[str, dict[str, Any]]:
         objects = (await self.call("GetManagedObjects",
                                    interface="org.freedesktop.DBus.ObjectManager"))[0]
-        return {path: ifaces[FS] for path, ifaces in sorted(objects.items()) if FS in ifaces}
+        return {path: with_df(ifaces[FS]) for path, ifaces in sorted(objects.items())
+                if FS in ifaces}
+
+
+# Unknown until the file system's first sample: null in JSON, "-" in tables.
+SAMPLED_ONLY = ("Size", "Available", "Free", "Files", "FilesAvailable", "PercentAvailable",
+                "FillRate", "SecondsToFull")
+
+
+def with_df(props: dict[str, Any]) -> dict[str, Any]:
+    """A file system's properties plus df's figures: Used = Size - Free, and
+    PercentUsed = Used / (Used + Available), so reserved blocks count neither
+    as used nor as available. What is not sampled yet is None, never 0."""
+    out = dict(props)
+    if not out.get("Sampled", True):
+        out.update(dict.fromkeys(SAMPLED_ONLY), Used=None, PercentUsed=None)
+        return out
+    used = max(0, out["Size"] - out["Free"])
+    room = used + out["Available"]
+    out["Used"] = used
+    out["PercentUsed"] = round(100.0 * used / room, 3) if room else 0.0
+    return out
 
 
 def status_rows(fss: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     for p in fss.values():
-        used = 100 - p["PercentAvailable"] if p["Size"] else 0.0
-        rows.append([p["Device"], (p["MountPoints"] or ["-"])[0], human_bytes(p["Size"]),
-                     f"{used:.1f}%", p["Level"], "yes" if p["ReadOnly"] else "no",
-                     str(p["ErrorCount"]), human_seconds(p["SecondsToFull"])])
+        known = p["Size"] is not None
+        rows.append([p["Device"], (p["MountPoints"] or ["-"])[0],
+                     human_bytes(p["Size"]) if known else "-",
+                     human_bytes(p["Used"]) if known else "-",
+                     human_bytes(p["Available"]) if known else "-",
+                     f"{p['PercentUsed']:.1f}%" if known else "-",
+                     p["Level"] if known else "-", "yes" if p["ReadOnly"] else "no",
+                     str(p["ErrorCount"]),
+                     human_seconds(p["SecondsToFull"]) if known else "-"])
     return rows
 
 
@@ -133,10 +159,12 @@ async def run(args: argparse.Namespace) -> int:
                   f"{status['mount_backend']}, errors via "
                   f"{', '.join(status['error_backends']) or 'nothing'}, "
                   f"{status['events']} events", file=out)
-            print(table(status_rows(fss), ["DEVICE", "MOUNT", "SIZE", "USED", "LEVEL", "RO",
-                                           "ERRORS", "FULL IN"]), file=out)
+            print(table(status_rows(fss), ["DEVICE", "MOUNT", "SIZE", "USED", "AVAIL", "USE%",
+                                           "LEVEL", "RO", "ERRORS", "FULL IN"]), file=out)
         elif cmd == "fs":
             fss = await c.filesystems()
+            if args.path is not None:
+                fss = one_filesystem(fss, args.path)
             if args.json:
                 print(json.dumps(fss, indent=2), file=out)
                 return 0
@@ -153,7 +181,7 @@ async def run(args: argparse.Namespace) -> int:
                      m["source"], m["options"]] for m in mounts]
             print(table(rows, ["ID", "DEVICE", "FSTYPE", "MOUNT", "SOURCE", "OPTIONS"]),
                   file=out)
-        elif cmd == "watches":
+        elif cmd == "watches" or (cmd == "watch" and args.action == "list"):
             watches = (await c.call("ListWatches"))[0]
             if args.json:
                 print(json.dumps(watches, indent=2), file=out)
@@ -172,61 +200,154 @@ async def run(args: argparse.Namespace) -> int:
                 await c.call("RemoveWatch", "s", args.mount)
         elif cmd == "reload":
             await c.call("Reload")
+            print("fsmond reloaded its configuration", file=out)
         elif cmd == "monitor":
-            await monitor(c, args.json, args.count)
+            await monitor(c, args)
     return 0
 
 
-async def monitor(c: Client, as_json: bool, count: int) -> None:
-    """Print each Event signal as it comes: the RFC's fsmsg listener."""
+def one_filesystem(fss: dict[str, dict[str, Any]], path: str) -> dict[str, dict[str, Any]]:
+    """The file system mounted at `path`, else the one `path` lies on."""
+    for obj, p in fss.items():
+        if path in p["MountPoints"]:
+            return {obj: p}
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise CtlError(f"{path}: {e.strerror}", EXIT_REFUSED) from None
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    found = {obj: p for obj, p in fss.items() if p["Device"] == device}
+    if not found:
+        raise CtlError(f"{path}: on {device}, which fsmond does not watch", EXIT_REFUSED)
+    return found
+
+
+def show_value(value: Any) -> str:
+    """A details value as a person reads it: lists joined by commas, maps as
+    key=value, text with spaces quoted."""
+    if isinstance(value, list):
+        return ",".join(show_value(v) for v in value)
+    if isinstance(value, dict):
+        return "{" + " ".join(f"{k}={show_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value)
+    return json.dumps(text) if not text or any(c.isspace() or c in "\"=" for c in text) \
+        else text
+
+
+def event_line(cls: str, name: str, event: dict[str, Any]) -> str:
+    details = " ".join(f"{k}={show_value(v)}" for k, v in event.get("details", {}).items())
+    where = event.get("mount_point") or event.get("source") or "-"
+    return f"{event.get('time', '')} {cls:5} {name:13} {where} {details}".rstrip()
+
+
+def wanted(args: argparse.Namespace, cls: str, event: dict[str, Any]) -> bool:
+    from fsmond.engine.globs import path_matches
+
+    if args.classes and cls not in args.classes:
+        return False
+    return not args.mounts or any(path_matches(event.get("mount_point", ""), m.rstrip("/") or "/")
+                                  for m in args.mounts)
+
+
+async def monitor(c: Client, args: argparse.Namespace) -> None:
+    """Print each Event signal as it comes: the RFC's fsmsg listener. Says when
+    fsmond stops and starts again (on stderr with --json, so stdout stays
+    JSON lines), and ends with exit status 3 when the bus goes away."""
     assert c.bus is not None
     await c.call("GetStatus")  # says "not running" now rather than waiting forever
-    queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
 
     def handler(msg: Message) -> None:
-        if (msg.message_type is MessageType.SIGNAL and msg.path == ROOT
-                and msg.interface == MANAGER and msg.member == "Event"):
-            queue.put_nowait([plain(b) for b in msg.body])
+        if msg.message_type is not MessageType.SIGNAL:
+            return
+        if msg.path == ROOT and msg.interface == MANAGER and msg.member == "Event":
+            queue.put_nowait(("event", [plain(b) for b in msg.body]))
+        elif msg.member == "NameOwnerChanged" and msg.body and msg.body[0] == NAME:
+            queue.put_nowait(("owner", list(msg.body)))
 
     c.bus.add_message_handler(handler)
-    await c.call("AddMatch", "s", f"type='signal',interface='{MANAGER}',member='Event'",
-                 path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-                 destination="org.freedesktop.DBus")
+    for rule in (f"type='signal',interface='{MANAGER}',member='Event'",
+                 "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+                 f"member='NameOwnerChanged',arg0='{NAME}'"):
+        await c.call("AddMatch", "s", rule, path="/org/freedesktop/DBus",
+                     interface="org.freedesktop.DBus", destination="org.freedesktop.DBus")
+    note = sys.stderr if args.json else sys.stdout
+    gone = asyncio.ensure_future(c.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
     seen = 0
-    while count <= 0 or seen < count:
-        _fs, cls, name, event = await queue.get()
-        seen += 1
-        if as_json:
-            print(json.dumps(event), flush=True)
-        else:
-            details = " ".join(f"{k}={v}" for k, v in event.get("details", {}).items())
-            print(f"{event.get('time', '')} {cls:4} {name:12} {event.get('mount_point', '')} "
-                  f"{details}".rstrip(), flush=True)
+    try:
+        while args.count <= 0 or seen < args.count:
+            item = asyncio.ensure_future(queue.get())
+            await asyncio.wait({item, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                item.cancel()
+                if not gone.cancelled():
+                    gone.exception()  # retrieved: how the bus went is not news here
+                raise CtlError(f"lost the connection to the {c.bus_name} bus", EXIT_NOT_RUNNING)
+            kind, body = item.result()
+            if kind == "owner":
+                print("fsmond started" if body[2] else "fsmond stopped", file=note, flush=True)
+                continue
+            _fs, cls, name, event = body
+            if not wanted(args, cls, event):
+                continue
+            seen += 1
+            if args.json:
+                print(json.dumps(event), flush=True)
+            else:
+                print(event_line(cls, name, event), flush=True)
+    finally:
+        gone.cancel()
 
 
 def parser() -> argparse.ArgumentParser:
+    from fsmond import __version__
+
     p = argparse.ArgumentParser(prog="fsmonctl", description="Ask fsmond what it sees.")
+    p.add_argument("--version", action="version", version=f"fsmonctl {__version__}")
     p.add_argument("--bus", default="system", help="system (default), session or an address")
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("status", "file systems at a glance"), ("fs", "every property"),
                        ("mounts", "the mount table"), ("watches", "what is watched")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--json", action="store_true", help="data as JSON")
-    mon = sub.add_parser("monitor", help="print events as they happen")
+        if name == "fs":
+            sp.add_argument("path", metavar="PATH", nargs="?",
+                            help="only the file system mounted at PATH, or that PATH lies on")
+    mon = sub.add_parser("monitor", help="print events as they happen, and when fsmond stops "
+                         "and starts again (on stderr with --json); ends with exit status 3 "
+                         "when the bus goes away")
     mon.add_argument("--json", action="store_true", help="one JSON object per line")
     mon.add_argument("--count", type=int, default=0, help="stop after this many (0: never)")
-    watch = sub.add_parser("watch", help="add or remove a watch (root)")
+    mon.add_argument("--class", dest="classes", metavar="CLASS", action="append", default=[],
+                     choices=("info", "warn", "err", "thr", "device"),
+                     help="only events of this class (again for more)")
+    mon.add_argument("--mount", dest="mounts", action="append", default=[], metavar="PATH",
+                     help="only events at this mount point or glob (again for more)")
+    watch = sub.add_parser("watch", help="add, remove or list watches (add, remove: root)")
     wsub = watch.add_subparsers(dest="action", required=True)
-    add = wsub.add_parser("add", help="watch a mount point")
-    add.add_argument("mount")
-    add.add_argument("classes", help="comma-separated: info,warn,err,thr")
-    add.add_argument("lower", nargs="?", default="")
-    add.add_argument("upper", nargs="?", default="")
-    rm = wsub.add_parser("remove", help="stop watching a mount point")
-    rm.add_argument("mount")
-    sub.add_parser("reload", help="re-read the configuration (root)")
-    cc = sub.add_parser("check-config", help="validate a configuration file")
-    cc.add_argument("file")
+    wl = wsub.add_parser("list", help="what is watched (as watches)")
+    wl.add_argument("--json", action="store_true", help="data as JSON")
+    add = wsub.add_parser("add", help="watch a mount point or glob with these classes and "
+                          "levels, checked as the configuration file is (root); prints the "
+                          "file system's object, / for a glob")
+    add.add_argument("mount", metavar="MOUNT",
+                     help="a mount point, or a glob as a [[watch]] path ('/srv/*')")
+    add.add_argument("classes", metavar="CLASSES",
+                     help="comma-separated, from info,warn,err,thr; '' keeps the default")
+    add.add_argument("lower", metavar="LOWER", nargs="?", default="",
+                     help="first warning level: '10%%', '5GiB' or a number of blocks; '' or "
+                     "none keeps the default")
+    add.add_argument("upper", metavar="UPPER", nargs="?", default="",
+                     help="critical level, less room than lower; '' or none keeps the default")
+    rm = wsub.add_parser("remove", help="stop watching a mount point, or drop a glob "
+                         "added with watch add (root)")
+    rm.add_argument("mount", metavar="MOUNT", help="a mount point or an added glob")
+    sub.add_parser("reload", help="re-read the configuration (root); a broken file is "
+                   "refused and the old one stays")
+    cc = sub.add_parser("check-config", help="validate a configuration file, without fsmond")
+    cc.add_argument("file", metavar="FILE", help="the configuration file")
     return p
 
 

@@ -25,7 +25,7 @@ from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
 from fsmond.engine.core import Engine, Updates
 from fsmond.engine.filesystems import MERGE_WAIT
-from fsmond.errors import FsmondError, InvalidArgsError
+from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
 from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
@@ -79,8 +79,8 @@ def wait_for_signals(*signums: int) -> Awaitable[None]:
 RECANCEL = 3.0  # seconds; more than the MQTT publisher's 2 s to say offline
 # Young objects between collections of the cyclic GC (Python's default: 700).
 # fsmond's garbage is short-lived and acyclic (events, entries, batches): at
-# 700 a 15,000-mount storm ran the young collection ~250 times, 0.07 s of its
-# CPU, for objects freed a moment later; at 10,000 it took 0.03 s in all.
+# 700 a storm runs the young collection hundreds of times for objects freed
+# a moment later (BENCHMARKS.md has what 10,000 saves).
 GC_YOUNG = 10_000
 
 
@@ -239,7 +239,10 @@ class Daemon:
     def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
         """AddWatch: validated like a [[watch]]; returns the file system's object path."""
         _check_path(mount_point)
-        spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
+        try:
+            spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
+        except ConfigError as e:  # the caller's arguments, not the daemon's file
+            raise InvalidArgsError(str(e)) from None
         self._deliver(self.engine.add_watch(mount_point, spec, self._now()))
         entry = self.engine.mounts.at(mount_point)
         return fs_object_path(entry.device if entry else None)
@@ -365,7 +368,7 @@ class Daemon:
                          self.mount_source.name)
                 # What start-up built (modules, the mount table) lives as long as
                 # we do: leave it out of the cyclic GC, whose full collections
-                # otherwise take ~10 ms and land inside the handling of an event.
+                # otherwise walk all of it, inside the handling of an event.
                 gc.freeze()
                 gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
                 if self._ready is not None:

@@ -173,11 +173,12 @@ def bind_mounts(source: Path, targets: list[Path]) -> Iterator[None]:
 
 @contextmanager
 def loop_ext4(image: Path, mount_point: Path, options: str = "errors=continue",
-              size_mb: int = 32) -> Iterator[tuple[Path, str]]:
-    """A real ext4 on a loop device: yields (mount point, loop name like 'loop3')."""
+              size_mb: int = 32, mkfs: tuple[str, ...] = ()) -> Iterator[tuple[Path, str]]:
+    """A real ext4 on a loop device: yields (mount point, loop name like 'loop3');
+    `mkfs` adds mkfs.ext4 options (-m 20: 20% reserved blocks)."""
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)
-    run("mkfs.ext4", "-q", "-F", str(image))
+    run("mkfs.ext4", "-q", "-F", *mkfs, str(image))
     dev = run("losetup", "-f", "--show", str(image)).strip()
     try:
         mount_point.mkdir(parents=True, exist_ok=True)

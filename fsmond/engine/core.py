@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
+from fsmond.engine.globs import is_glob, path_matches
 from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
 from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
-from fsmond.errors import NotFoundError
+from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
     CLASSES,
     DeviceChange,
@@ -67,6 +68,7 @@ class Engine:
         self.mounts = MountTable(log_size)
         self.filesystems: dict[DevNum, FileSystem] = {}
         self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
+        self.runtime_globs: dict[str, WatchSpec] = {}  # AddWatch with a glob, in call order
         self._specs: dict[str, WatchSpec | None] = {}  # mount point -> resolved watch
         self._found: dict[DevNum, MountKey | None] = {}  # the key that named a device's watch
         self._added: dict[DevNum, list[MountKey]] = {}  # keys added since the last _resolve
@@ -143,13 +145,41 @@ class Engine:
         return self._refresh(list(self._by_device), now)
 
     def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> list[Event]:
-        if self.mounts.at(mount_point) is None:
+        """A run-time watch on a mount point, or on a glob as a [[watch]] path
+        (what it matches now and later). Refused before anything changes when
+        nothing is mounted there, the file system is of an ignored type, or
+        its levels do not fit the file system as last sampled."""
+        if is_glob(mount_point):
+            self.runtime_globs.pop(mount_point, None)
+            self.runtime_globs[mount_point] = spec
+            self._forget_watches()
+            return self._refresh(list(self._by_device), now)
+        entry = self.mounts.at(mount_point)
+        if entry is None:
             raise NotFoundError(f"nothing is mounted at {mount_point!r}")
+        if self.policy.ignored_fstype(entry.fstype):
+            raise InvalidArgsError(
+                f"{mount_point} is a {entry.fstype} file system, which fsmond ignores "
+                "(a pseudo or read-only media file system; [defaults] include_fstypes "
+                "can watch it)")
+        fs = self.filesystems.get(entry.device)
+        if fs is not None and fs.sampled:
+            lower = spec.lower.to_bytes(fs.size, fs.block_size)
+            upper = spec.upper.to_bytes(fs.size, fs.block_size)
+            if lower < upper:
+                raise InvalidArgsError(
+                    f'AddWatch: watch.lower = "{spec.lower}": {lower} bytes on {mount_point} '
+                    f"(a bare number is blocks of {fs.block_size} bytes) must leave more "
+                    f'room than watch.upper = "{spec.upper}" ({upper} bytes)')
         self.runtime_watches[mount_point] = spec
         self._forget_watches()
-        return self._refresh([self.mounts.at(mount_point).device], now)  # type: ignore[union-attr]
+        return self._refresh([entry.device], now)
 
     def remove_watch(self, mount_point: str, now: float) -> list[Event]:
+        if mount_point in self.runtime_globs:
+            del self.runtime_globs[mount_point]
+            self._forget_watches()
+            return self._refresh(list(self._by_device), now)
         entry = self.mounts.at(mount_point)
         if entry is None or entry.device not in self.filesystems:
             raise NotFoundError(f"no watch covers {mount_point!r}")
@@ -191,7 +221,10 @@ class Engine:
         if mount_point in self.runtime_watches:
             spec = self.runtime_watches[mount_point]
         else:
-            spec = self.policy.watch_for(mount_point)
+            spec = next((s for pattern, s in reversed(self.runtime_globs.items())
+                         if path_matches(mount_point, pattern)), None)
+            if spec is None:
+                spec = self.policy.watch_for(mount_point)
         if len(self._specs) > 100_000:
             self._specs.clear()  # bounded: mount points come and go
         self._specs[mount_point] = spec
@@ -356,7 +389,9 @@ class Engine:
             fs.mount_points = points
             self._updates.fs_changed.add(dev)
             if spec != fs.watch:
-                out += self._number(fs, fs.set_watch(spec), now)
+                # New classes or levels: said first, then what they change at once.
+                notices = fs.set_watch(spec)
+                out += self._number(fs, [self._watch_notice("watch-added", fs), *notices], now)
         return out
 
     def _watch_notice(self, name: str, fs: FileSystem) -> Notice:

@@ -119,6 +119,12 @@ class FileSystem:
     # ------------------------------------------------------------ derived state
 
     @property
+    def sampled(self) -> bool:
+        """Space and inode figures are known: statvfs has answered once. A file
+        system whose mount points are all covered is not sampled until one shows it."""
+        return self.sampled_at is not None
+
+    @property
     def percent_available(self) -> float:
         return 100.0 * self.available / self.size if self.size else 0.0
 

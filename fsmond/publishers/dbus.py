@@ -151,6 +151,26 @@ def bus_type_and_address(bus: str) -> tuple[BusType, str | None]:
     return BusType.SESSION, bus
 
 
+SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
+
+
+def connect_error(bus: str, e: BaseException) -> str:
+    """Why the bus cannot be reached, with what to do about it: fsmond run by
+    hand where no system bus runs (a container, a build machine) wants the
+    session bus or no D-Bus at all."""
+    if bus == "system":
+        where = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
+        return (f"cannot connect to the system bus ({where}): {e}: is dbus-daemon running? "
+                "To try fsmond without it: --bus session (under dbus-run-session) or --no-dbus")
+    if bus == "session":
+        session = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+        if not session:
+            return ("cannot connect to the session bus: DBUS_SESSION_BUS_ADDRESS is not set: "
+                    "run fsmond under dbus-run-session, or give --bus ADDRESS or --no-dbus")
+        return f"cannot connect to the session bus ({session}): {e}"
+    return f"cannot connect to the bus {bus}: {e}"
+
+
 class DbusPublisher:
     name = "dbus"
 
@@ -223,7 +243,7 @@ class DbusPublisher:
         try:
             await bus.connect()
         except (OSError, DBusError, ValueError) as e:
-            raise FsmondError(f"cannot connect to the {self.bus_name} bus: {e}") from e
+            raise FsmondError(connect_error(self.bus_name, e)) from e
         writer = bus._writer
         assert writer is not None and writer.sock is not None
         writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]

@@ -21,6 +21,27 @@ from fsmond.publishers.dbus_wire import Fields
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
+# One D-Bus type per key wherever the key appears (an event's details,
+# GetStatus, the mount table, the properties), so a client can rely on it:
+# byte and inode counts are t as the properties are, mount ids u as in the
+# mount table. An integer under any other key is x. docs/dbus.md lists them.
+INT_TYPES: dict[str, str] = {
+    "mount_id": "u", "parent_id": "u", "pid": "u", "count": "u", "errno": "i",
+    "seq": "t", "generation": "t", "available": "t", "size": "t",
+    "files": "t", "files_available": "t", "level_value": "t",
+    "mounts": "u", "filesystems": "u", "watches": "u", "events": "t", "kmsg_overruns": "t",
+    "console_dropped": "t", "dbus_dropped": "t", "mqtt_dropped": "t",
+}
+_INT_RANGE = {"u": (0, (1 << 32) - 1), "i": (-(1 << 31), (1 << 31) - 1),
+              "t": (0, (1 << 64) - 1), "x": (INT64_MIN, INT64_MAX)}
+
+
+def int_field(key: str, value: int) -> tuple[str, int]:
+    """An integer under `key`: its one type, the value clamped into it."""
+    sig = INT_TYPES.get(key, "x")
+    low, high = _INT_RANGE[sig]
+    return sig, max(low, min(high, value))
+
 
 def text(value: str) -> tuple[str, bytes | None]:
     """A D-Bus-safe string, and the exact bytes when it had to be changed."""
@@ -66,7 +87,8 @@ def fit(value: Any) -> tuple[str, Any]:
 
 
 def fields(values: Mapping[str, Any]) -> Fields:
-    return {text(str(k))[0]: fit(v) for k, v in values.items()}
+    return {text(str(k))[0]: int_field(k, v) if type(v) is int and k in INT_TYPES else fit(v)
+            for k, v in values.items()}
 
 
 def variants(values: Fields) -> dict[str, Variant]:
@@ -126,6 +148,7 @@ FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "FsType": ("s", lambda fs: text(fs.fstype)[0]),
     "Source": ("s", lambda fs: text(fs.source)[0]),
     "MountPoints": ("as", lambda fs: [text(p)[0] for p in fs.mount_points]),
+    "Sampled": ("b", lambda fs: fs.sampled),
     "Size": ("t", lambda fs: fs.size),
     "Available": ("t", lambda fs: fs.available),
     "Free": ("t", lambda fs: fs.free),

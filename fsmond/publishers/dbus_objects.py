@@ -31,6 +31,7 @@ from fsmond.errors import (
     NotFoundError,
 )
 from fsmond.events import DevNum, fs_object_path
+from fsmond.publishers import dbus_docs
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
@@ -75,10 +76,11 @@ def translate() -> Iterator[None]:
         raise DBusError(f"{BUS_NAME}.Error.{name}", str(e)) from e
 
 
-def _annotate(iface: Any, emits: dict[str, str]) -> Any:
+def _annotate(iface: Any, emits: dict[str, str],
+              docs: dict[str, tuple[str, tuple[str, ...]]]) -> Any:
     for prop in iface.properties:
         prop.annotations[EMITS] = emits.get(prop.name, "true")
-    return iface
+    return dbus_docs.document(iface, docs)
 
 
 class ManagerObject(ServiceInterface):
@@ -87,7 +89,7 @@ class ManagerObject(ServiceInterface):
         self.daemon = daemon
 
     def introspect(self) -> Any:
-        return _annotate(super().introspect(), {"Version": "const"})
+        return _annotate(super().introspect(), {"Version": "const"}, dbus_docs.MANAGER)
 
     @property
     def engine(self) -> Engine:
@@ -177,7 +179,8 @@ class FileSystemObject(ServiceInterface):
         self.device = device
 
     def introspect(self) -> Any:
-        return _annotate(super().introspect(), {n: "const" for n in CONST_PROPERTIES})
+        return _annotate(super().introspect(), {n: "const" for n in CONST_PROPERTIES},
+                         dbus_docs.FILESYSTEM)
 
     def values(self) -> dict[str, Any]:
         fs = self.engine.filesystems.get(self.device)

@@ -3,8 +3,8 @@
 Why: the spec wants one `Event` per event, sent from the Manager and again
 from the file system's object, so a 15,000-mount storm is 60,000 signals.
 Through dbus-fast each costs a Variant per value (their signatures parsed
-and checked) and a generic marshalling pass: about 60 us an event on this
-VM, half of all fsmond spends on it. Here a value is a plain
+and checked) and a generic marshalling pass, the largest part of what fsmond
+spent on a storm (BENCHMARKS.md). Here a value is a plain
 (signature, value) pair, an event's a{sv} is marshalled once for both
 signals, headers are cached per (path, interface, member, signature), and
 many signals leave in one write. Only the types fsmond sends are covered;
@@ -25,7 +25,8 @@ from typing import Any
 Fields = dict[str, tuple[str, Any]]
 
 _U32 = struct.Struct("<I")
-_FIXED = {"b": (4, struct.Struct("<I")), "u": (4, _U32), "x": (8, struct.Struct("<q")),
+_FIXED = {"b": (4, struct.Struct("<I")), "u": (4, _U32), "i": (4, struct.Struct("<i")),
+          "x": (8, struct.Struct("<q")),
           "t": (8, struct.Struct("<Q")), "d": (8, struct.Struct("<d")),
           "y": (1, struct.Struct("<B"))}
 _ALIGN = {"s": 4, "o": 4, "g": 1, "v": 1, "a": 4, "{": 8, "(": 8,
@@ -89,7 +90,7 @@ _NUL_PAD = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")
 
 def _put_strings(buf: bytearray, value: list[str]) -> None:
     """An `as` in one join: a file system's MountPoints is 15,000 names in
-    a storm, and element by element through `put` costs twice as much."""
+    a storm, and element by element through `put` costs far more."""
     _align(buf, 4)
     pack, nul_pad = _U32.pack, _NUL_PAD
     raws = [v.encode() for v in value]
@@ -103,7 +104,7 @@ def _put_strings(buf: bytearray, value: list[str]) -> None:
 def _put_dicts(buf: bytearray, value: list[Any]) -> None:
     """An `aa{sv}` in one loop: MountsChanged carries up to 2,048 marshalled
     entries a signal. Each is put as `put_entries` puts one, inlined: calling
-    it per element costs twice as much, and through `put` 2.5 times."""
+    it per element, or through `put`, costs more."""
     _align(buf, 4)
     at = len(buf)
     buf += bytes(4)

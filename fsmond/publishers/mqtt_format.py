@@ -55,26 +55,35 @@ def event_payload(e: Event) -> str:
 
 
 def state_payload(fs: FileSystem) -> str:
+    """The retained state. Space and inode figures are null until the first
+    sample (unknown, not 0; Home Assistant shows a sensor whose template
+    renders None as unknown); used and percent_used are df's."""
+    known = fs.sampled
+    used = max(0, fs.size - fs.free)
+    room = used + fs.available
     return json.dumps({
         "device": f"{fs.device[0]}:{fs.device[1]}",
         "fstype": fs.fstype,
         "source": fs.source,
         "mount_points": list(fs.mount_points),
-        "size": fs.size,
-        "available": fs.available,
-        "free": fs.free,
-        "files": fs.files,
-        "files_available": fs.files_available,
-        "percent_available": round(fs.percent_available, 3),
+        "sampled": known,
+        "size": fs.size if known else None,
+        "available": fs.available if known else None,
+        "free": fs.free if known else None,
+        "used": used if known else None,
+        "percent_used": (round(100.0 * used / room, 3) if room else 0.0) if known else None,
+        "files": fs.files if known else None,
+        "files_available": fs.files_available if known else None,
+        "percent_available": round(fs.percent_available, 3) if known else None,
         "level": fs.level,
         "inode_level": fs.inode_level,
-        "low_space": fs.level != "ok",
+        "low_space": fs.level != "ok" if known else None,
         "read_only": fs.read_only,
         "responsive": fs.responsive,
         "error_count": fs.error_count,
         "last_error": fs.last_error,
-        "fill_rate": round(fs.fill_rate, 3),
-        "seconds_to_full": round(fs.seconds_to_full, 3),
+        "fill_rate": round(fs.fill_rate, 3) if known else None,
+        "seconds_to_full": round(fs.seconds_to_full, 3) if known else None,
     }, ensure_ascii=True, separators=(",", ":"))
 
 
@@ -89,7 +98,8 @@ _ENTITIES: tuple[tuple[str, str, str, str, dict[str, Any]], ...] = (
     ("binary_sensor", "error", "error",
      "{{ 'ON' if value_json.error_count > 0 else 'OFF' }}", {"device_class": "problem"}),
     ("binary_sensor", "low", "low space",
-     "{{ 'ON' if value_json.low_space else 'OFF' }}", {"device_class": "problem"}),
+     "{{ None if value_json.low_space is none else ('ON' if value_json.low_space else 'OFF') }}",
+     {"device_class": "problem"}),
 )
 
 

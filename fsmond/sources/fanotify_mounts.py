@@ -15,9 +15,9 @@ fanotify says nothing of remounts. /proc/<pid>/mountinfo raises POLLPRI on
 every change of the namespace, remounts included, so a wake-up triggers a
 sweep: mountinfo is read again and compared with the last sweep's read
 line by line; a new line is parsed, and only the mounts whose line shows
-something else than what is known are statmount'ed (at 15,000 mounts, about
-40 ms of reading instead of 0.3 s of statmount per change; after a storm,
-when every line is new, a parse each instead of 15,000 statmounts). During
+something else than what is known are statmount'ed (one read of the file
+instead of a statmount of every mount per change; after a storm, when every
+line is new, a parse each instead of a statmount each). During
 an attach/detach storm the sweep waits until the storm is over (one sweep
 per storm), or SWEEP_MAX_WAIT at most, so that churn that never pauses
 cannot hide a remount.
@@ -43,9 +43,9 @@ SWEEP_DELAY = 0.05  # after a quiet POLLPRI wake-up
 STORM_QUIET = 0.5  # no attach/detach for this long: the storm is over
 SWEEP_MAX_WAIT = 5.0  # but a sweep waits no longer than this for the storm's end
 STORM_GAP = 0.05  # a change this soon after the last batch: in a storm
-# In a storm, a batch gathers this long before it is read. 10 ms made batches
-# of ~30 mounts in the bench's storm; 50 ms took 9% less CPU (nine runs each,
-# BENCHMARKS.md), with the lag after the storm unchanged within the noise.
+# In a storm, a batch gathers this long before it is read: bigger batches
+# cost less CPU per mount, and the lag after the storm did not move
+# (BENCHMARKS.md, the gather window).
 GATHER = 0.05
 
 
@@ -141,7 +141,7 @@ class FanotifyMountSource:
                     if time.monotonic() - self._last_event < STORM_GAP:
                         # A storm: let a batch gather, so that one statmount
                         # pass, engine pass and D-Bus write serve many mounts
-                        # (one each cost ~100 us of Python per mount). A lone
+                        # (one each costs Python per mount). A lone
                         # change is read at once.
                         await asyncio.sleep(GATHER)
                     await self._read_batch(fd)
@@ -210,7 +210,7 @@ class FanotifyMountSource:
 
     def _new_lines(self) -> set[bytes]:
         """The lines of mountinfo that are new since the last read. Only the
-        lines are kept (about 3 MB at 15,000 mounts; parsed entries took 12)."""
+        lines are kept (a quarter of the memory parsed entries took, BENCHMARKS.md)."""
         lines = set(mountapi.read_all(self._mi).split(b"\n"))
         new, self._lines = lines - self._lines, lines
         return new

@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fsmond.engine.core import Engine
+from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
     Event,
     KernelReport,
@@ -36,9 +38,20 @@ class Pct:
 
 
 @dataclass(frozen=True)
+class Blocks:
+    n: int
+
+    def to_bytes(self, size: int, block_size: int) -> int:
+        return self.n * block_size
+
+    def __str__(self) -> str:
+        return str(self.n)
+
+
+@dataclass(frozen=True)
 class Watch:
     classes: tuple[str, ...] = ("info", "warn", "err", "thr")
-    lower: Pct = Pct(10)
+    lower: Pct | Blocks = Pct(10)
     upper: Pct = Pct(5)
     hysteresis: Pct = Pct(1)
     inodes_lower: Pct = Pct(5)
@@ -237,6 +250,36 @@ def test_run_time_watch_changes_and_config_reload() -> None:
     assert names(e.set_policy(Policy(), 4)) == []  # a removed watch stays removed until restart
 
 
+def test_a_run_time_watch_is_refused_before_anything_changes() -> None:
+    e, _ = started()
+    with pytest.raises(InvalidArgsError, match="proc file system, which fsmond ignores"):
+        e.add_watch("/proc", Watch(), 1)
+    with pytest.raises(NotFoundError):
+        e.add_watch("/nowhere", Watch(), 1)
+    e.process(sample(50), 1)
+    # 15 blocks of 4 KiB leave less room than 5% of 1 GiB: the RFC's rule, told at the call
+    with pytest.raises(InvalidArgsError, match=r'watch\.lower = "15".* blocks of 4096 bytes'):
+        e.add_watch("/data", Watch(lower=Blocks(15)), 2)
+    assert e.runtime_watches == {} and e.filesystems[DEV].watch == Watch()
+
+
+def test_a_changed_run_time_watch_says_so_and_a_glob_watches_what_it_matches() -> None:
+    e, _ = started()
+    e.process(sample(50), 1)
+    changed = e.add_watch("/data", Watch(classes=("info", "err")), 2)
+    assert names(changed) == [("info", "watch-added")]
+    assert changed[0].details["classes"] == ["info", "err"]
+    e2, _ = started(Policy(paths=()))
+    assert e2.filesystems == {}
+    added = e2.add_watch("/d*", Watch(lower=Pct(60), upper=Pct(40)), 1)
+    assert names(added) == [("info", "watch-added")] and added[0].mount_point == "/data"
+    later = e2.process(MountDelta(added=(dataclasses.replace(
+        DATA, mount_id=31, device=(7, 1), mount_point="/dump"),)), 2)
+    assert ("info", "watch-added") in names(later) and (7, 1) in e2.filesystems
+    assert names(e2.remove_watch("/d*", 3)) == [("info", "watch-removed")] * 2
+    assert e2.filesystems == {}
+
+
 def test_fill_rate_and_adaptive_poll_delay() -> None:
     e, _ = started()
     fs = e.filesystems[DEV]
@@ -256,8 +299,10 @@ def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
     assert e.filesystems[DEV].level == "lower"
     assert e.process(sample(8), 3) == []  # and no second "reached" after the reload
     tighter = e.set_policy(Policy(Watch(lower=Pct(5), upper=Pct(2))), 4)
-    assert [(ev.details["level"], ev.details["state"]) for ev in tighter] == [
-        ("lower", "cleared")]  # new levels apply at once to the last sample
+    assert names(tighter) == [("info", "watch-added"), ("thr", "threshold")]
+    assert tighter[0].details["lower"] == "5%"  # the watch as it now is, then what it changes
+    assert (tighter[1].details["level"], tighter[1].details["state"]) == (
+        "lower", "cleared")  # new levels apply at once to the last sample
 
 
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 7), st.integers(1, 6)), max_size=40),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -96,6 +97,10 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
                    "AddWatch", "RemoveWatch", "Reload", "MountsChanged", "Generation"):
         assert f'name="{member}"' in xml
     assert 'interface name="org.freedesktop.DBus.ObjectManager"' in xml
+    # documented, every argument named (docs/dbus.md is checked against the same XML)
+    assert '<annotation name="org.gtk.GDBus.DocString"' in xml
+    assert '<arg name="status" direction="out" type="a{sv}"' in xml
+    assert '<arg name="generation" direction="out" type="t"' in xml
     fsxml = json.loads(busctl(bus, "call", NAME, fs_path(t), "org.freedesktop.DBus."
                               "Introspectable", "Introspect").stdout)["data"][0]
     for p in ("Size", "Available", "PercentAvailable", "Level", "ReadOnly", "SecondsToFull",
@@ -214,6 +219,47 @@ def test_bad_arguments_and_non_root_callers_are_refused(served: Any) -> None:
     path = call(bus, "AddWatch", "sasss", str(t), "2", "err", "thr", "90%", "80%")[0]
     assert path == fs_path(t) and prop(bus, path, "Lower") == "90%"
     assert prop(bus, path, "Classes") == ["err", "thr"]
+
+
+def test_add_watch_is_checked_as_the_file_is_and_says_when_it_takes_effect(
+        served: Any) -> None:
+    """Refused at the call, with the configuration file's message and
+    InvalidArgs: an ignored file system, a bare number (blocks) leaving less
+    room than upper, an unknown class. Accepted: a glob, as a [[watch]] path,
+    and a changed watch, each with a watch-added event."""
+    bus, t, p, _ = served
+
+    def refused(*args: str) -> str:
+        r = busctl(bus, "call", NAME, ROOT, MANAGER, "AddWatch", "sasss", *args, check=False)
+        assert r.returncode != 0, args
+        return r.stderr
+
+    assert "proc file system, which fsmond ignores" in refused("/proc", "0", "", "")
+    err = refused(str(t), "0", "15", "")  # 15 blocks of 4 KiB: less room than upper = 20%
+    assert 'watch.lower = "15"' in err and "blocks of 4096 bytes" in err
+    assert 'watch.classes = ["nope"]' in refused(str(t), "1", "nope", "", "")
+    named = subprocess.run(  # the error's name, which busctl does not print
+        ["dbus-send", f"--bus={bus}", "--print-reply", f"--dest={NAME}", ROOT,
+         f"{MANAGER}.AddWatch", "string:/proc", "array:string:", "string:", "string:"],
+        capture_output=True, text=True, timeout=30)
+    assert "org.fsmond.FsMon1.Error.InvalidArgs" in named.stderr
+    assert "not a level" in refused(str(t), "0", "lots", "")
+    assert prop(bus, fs_path(t), "Lower") == "50%"  # nothing changed
+    # a changed watch says so; '' keeps the default upper (20% in this configuration)
+    call(bus, "AddWatch", "sasss", str(t), "2", "info", "thr", "90%", "")
+    added = p.wait_for(lambda e: e["name"] == "watch-added" and e["details"]["lower"] == "90%")
+    assert added["mount_point"] == str(t) and added["details"]["upper"] == "20%"
+    # a glob: "/" comes back, and what it matches, now and later, is watched with it
+    base = t.parent
+    assert call(bus, "AddWatch", "sasss", f"{base}/u*", "2", "info", "err", "30%", "10%") \
+        == ["/"]
+    with tmpfs(base / "u1", "size=4m") as u:
+        e = p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(u))
+        assert e["details"] == {"classes": ["info", "err"], "lower": "30%", "upper": "10%"}
+        assert prop(bus, fs_path(u), "Lower") == "30%"
+        call(bus, "RemoveWatch", "s", f"{base}/u*")  # back to the file's [[watch]]
+        p.wait_for(lambda e: e["name"] == "watch-added" and e["mount_point"] == str(u)
+                   and e["details"]["lower"] == "50%")
 
 
 def test_ext4_error_signal(tmp_path: Path, bus: str) -> None:

@@ -14,6 +14,8 @@ from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
 from fsmond.events import Event, MountEntry, format_time
 from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
+    FS_PROPERTIES,
+    INT_TYPES,
     change_fields,
     fields,
     mounts_changed_bodies,
@@ -35,7 +37,8 @@ events = st.builds(
         ["info", "warn", "err", "thr"]), name=st.sampled_from(["mounted", "error"]),
     fs=st.sampled_from(["/", ROOT + "/fs/7_1"]), mount_point=names, fstype=names,
     source=names, device=st.sampled_from(["", "7:1"]), pid=st.integers(-5, 1 << 31),
-    comm=names, details=st.dictionaries(names, details, max_size=5))
+    comm=names, details=st.dictionaries(st.one_of(names, st.sampled_from(sorted(INT_TYPES))),
+                                        details, max_size=5))
 
 
 def event_fields(e: Event) -> wire.Fields:
@@ -135,3 +138,22 @@ def test_a_storm_s_mount_changes_are_split_with_their_own_generations() -> None:
     assert [(gen, len(chunk)) for gen, chunk in bodies] == [(12, 2), (14, 2), (15, 1)]
     assert [c for _, chunk in bodies for c in chunk] == [c for _, c in changes]
     assert mounts_changed_bodies([], 2) == []
+
+
+def test_a_key_has_one_type_in_every_signal_and_property() -> None:
+    """mount_id is u in the mount table and in an event's details; byte counts
+    in details are t, as the FileSystem properties are."""
+    entry = MountEntry(7, 1, (7, 1), "/", "/m", "rw", "ext4", "/dev/loop0", "rw")
+    change = change_fields(MountChange(3, ADDED, entry), ROOT + "/fs/7_1")
+    e = Event(1, 0.0, "thr", "threshold", details={
+        "mount_id": 7, "available": 1 << 20, "size": 1 << 30, "files": 9,
+        "files_available": 3})
+    body = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))[0]
+    import io
+    msg = Unmarshaller(io.BytesIO(wire.signal(1, ROOT, MANAGER, "Event", "ossa{sv}", body))
+                       ).unmarshall()  # type: ignore[arg-type]
+    sent = {k: v.signature for k, v in msg.body[3]["details"].value.items()}
+    assert sent["mount_id"] == change["mount_id"][0] == "u"
+    for key, prop in (("available", "Available"), ("size", "Size"), ("files", "Files"),
+                      ("files_available", "FilesAvailable")):
+        assert sent[key] == FS_PROPERTIES[prop][0] == "t"
