@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fsmond.engine.enospc import EDQUOT, ERRNO_NAMES, Folded, Folds, attribute
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
 from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
 from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
@@ -35,6 +36,7 @@ from fsmond.events import (
     SpaceSample,
     SuperOptions,
     Unresponsive,
+    WriteFailure,
     dev_str,
     fs_object_path,
 )
@@ -86,6 +88,7 @@ class Engine:
         # watch-removed names once the mount points are gone.
         self._gone_first: dict[DevNum, str] = {}
         self._history: dict[DevNum, ErrorHistory] = {}
+        self._unowned = Folds()  # traced failures no watched file system owns
         self._updates = Updates()
 
     # ------------------------------------------------------------------ input
@@ -95,6 +98,8 @@ class Engine:
             return self._on_mounts(obs, now)
         if isinstance(obs, KernelReport | DeviceChange):
             return self._on_unowned(obs, now)
+        if isinstance(obs, WriteFailure):
+            return self._on_write_failure(obs, now)
         fs = self.filesystems.get(obs.device)
         if fs is None:
             if isinstance(obs, ErrorHistory):
@@ -121,8 +126,8 @@ class Engine:
         return self._number(fs, notices, now)
 
     def tick(self, now: float) -> list[Event]:
-        """Publish folded error counts whose window has ended."""
-        out: list[Event] = []
+        """Publish folded error and failure counts whose window has ended."""
+        out = [self._unowned_failure(f, now) for f in self._unowned.flush(now)]
         for fs in self.filesystems.values():
             notices = fs.flush(now)
             if notices:
@@ -132,7 +137,14 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         deadlines = [d for fs in self.filesystems.values() if (d := fs.flush_deadline())]
+        if (unowned := self._unowned.deadline()) is not None:
+            deadlines.append(unowned)
         return min(deadlines, default=None)
+
+    def at_risk(self) -> bool:
+        """Whether a watched file system is near enough to full for the ENOSPC
+        trace to be armed (FileSystem.at_risk)."""
+        return any(fs.at_risk for fs in self.filesystems.values())
 
     # ---------------------------------------------------------------- watches
 
@@ -392,6 +404,37 @@ class Engine:
         if notices:  # a held error changes nothing a publisher shows yet
             self._updates.fs_changed.add(fs.device)
         return self._number(fs, notices, now)
+
+    def _on_write_failure(self, f: WriteFailure, now: float) -> list[Event]:
+        dev, how = attribute(f, self._device_of_mount, self.filesystems)
+        fs = self._fs_of(dev)
+        if fs is None:
+            if how == "unwatched":
+                return []  # on a file system the configuration leaves alone
+            out = [self._unowned_failure(x, now) for x in self._unowned.flush(now)]
+            folded = self._unowned.add(f, how, now)
+            return out + ([self._unowned_failure(folded, now)] if folded else [])
+        self._updates.fs_changed.add(fs.device)
+        return self._number(fs, fs.on_write_failure(f, how, now), now)
+
+    def _device_of_mount(self, mount_id: int) -> DevNum | None:
+        """A mount's file system, or None for one that cannot run out of space."""
+        entry = self.mounts.mounts.get(mount_id)
+        if entry is None or self.policy.ignored_fstype(entry.fstype):
+            return None
+        return entry.device
+
+    def _unowned_failure(self, folded: Folded, now: float) -> Event:
+        f = folded.last
+        details: dict[str, Any] = {
+            "source": "trace", "errno": ERRNO_NAMES.get(folded.errno, str(folded.errno)),
+            "syscall": f.syscall, "count": folded.count, "attribution": folded.attribution,
+            "writers": list(folded.writers)}
+        name = "no-space"
+        if folded.errno == EDQUOT:
+            name, details["uid"] = "quota-exceeded", f.uid
+        return self._make(Notice("warn", name, details, pid=f.pid, comm=f.comm), now, None,
+                          "trace")
 
     def note(self, cls: str, name: str, details: dict[str, Any], now: float) -> Event:
         """An event of the daemon itself (a config error), attached to no file system."""
