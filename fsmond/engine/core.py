@@ -89,6 +89,10 @@ class Engine:
         self._gone_first: dict[DevNum, str] = {}
         self._history: dict[DevNum, ErrorHistory] = {}
         self._unowned = Folds()  # traced failures no watched file system owns
+        # Devices whose FileSystem.at_risk holds, kept as their state changes:
+        # the daemon asks after every batch, and a table of thousands of file
+        # systems must not be walked each time.
+        self._risky: set[DevNum] = set()
         self._updates = Updates()
 
     # ------------------------------------------------------------------ input
@@ -123,6 +127,7 @@ class Engine:
             fs.error_count, fs.last_error = obs.count, obs.last_error
             notices = []
         self._updates.fs_changed.add(fs.device)
+        self._note_risk(fs)
         return self._number(fs, notices, now)
 
     def tick(self, now: float) -> list[Event]:
@@ -144,7 +149,13 @@ class Engine:
     def at_risk(self) -> bool:
         """Whether a watched file system is near enough to full for the ENOSPC
         trace to be armed (FileSystem.at_risk)."""
-        return any(fs.at_risk for fs in self.filesystems.values())
+        return bool(self._risky)
+
+    def _note_risk(self, fs: FileSystem) -> None:
+        if fs.at_risk:
+            self._risky.add(fs.device)
+        else:
+            self._risky.discard(fs.device)
 
     # ---------------------------------------------------------------- watches
 
@@ -341,6 +352,7 @@ class Engine:
                                         fs.mount_points[0] if fs.mount_points
                                         else self._gone_first.get(dev, ""))
                     del self.filesystems[dev]
+                    self._risky.discard(dev)
                     self._updates.fs_removed.add(dev)
                     self._updates.fs_added.discard(dev)
                 if not keys:
@@ -369,6 +381,7 @@ class Engine:
             self._updates.fs_changed.add(dev)
             if spec != fs.watch:
                 out += self._number(fs, fs.set_watch(spec), now)
+                self._note_risk(fs)
         return out
 
     def _watch_notice(self, name: str, fs: FileSystem) -> Notice:
@@ -401,6 +414,7 @@ class Engine:
                             pid=obs.pid, comm=obs.comm)
             return [self._make(notice, now, obs.device, obs.devname)]
         notices = fs.on_report(obs, now)
+        self._note_risk(fs)
         if notices:  # a held error changes nothing a publisher shows yet
             self._updates.fs_changed.add(fs.device)
         return self._number(fs, notices, now)
@@ -415,7 +429,9 @@ class Engine:
             folded = self._unowned.add(f, how, now)
             return out + ([self._unowned_failure(folded, now)] if folded else [])
         self._updates.fs_changed.add(fs.device)
-        return self._number(fs, fs.on_write_failure(f, how, now), now)
+        notices = fs.on_write_failure(f, how, now)
+        self._note_risk(fs)
+        return self._number(fs, notices, now)
 
     def _device_of_mount(self, mount_id: int) -> DevNum | None:
         """A mount's file system, or None for one that cannot run out of space."""
