@@ -21,12 +21,14 @@ Which file system: a `sys_exit_*` record has the return value, the pid and
 the comm, not the fd. As soon as a failure is read, the writer's
 /proc/PID/fdinfo (each open file's flags and mount id) and its cwd and root
 are read, while it lives; the engine then picks the file system
-(engine/enospc.py). Measured here (bench/trace_cost.py --attribution): a
-writer that keeps running after the failure is found from its own files
-every time; `dd` that exits at once on ENOSPC is found from them in most
-runs and otherwise by the file systems at risk. Writers of other users
-need CAP_SYS_PTRACE for their /proc files, which the unit does not grant:
-those go by risk too.
+(engine/enospc.py). Measured (BENCHMARKS.md section 6): a writer that
+lives on after its failure (a daemon, a logger, anything that retries) is
+found from its own files every time; one that exits at once (`dd`) only
+in a minority of runs, as fsmond is woken after it, and then goes by the
+file systems at risk, which is right while one file system is at risk.
+Writers of other users need CAP_SYS_PTRACE for their /proc files, which
+the unit does not grant: those go by risk too. io_uring and mmap writes
+make no system call that fails, so they are not seen.
 
 Without tracefs (not mounted, no syscall events) or without the permission,
 `run` raises before it starts: the daemon logs it once and keeps the other
@@ -173,6 +175,50 @@ def comm_of(pid: int, proc: str = "/proc") -> str:
         return ""
 
 
+def make_instance(root: str) -> str:
+    """Our tracefs instance (stale ones of dead fsmonds removed first)."""
+    instances = f"{root}/instances"
+    remove_stale(instances, _pidns(), os.getpid())
+    path = f"{instances}/{PREFIX}{_pidns()}-{os.getpid()}"
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass  # ours, left by a run of this process that was cut short
+    except OSError as e:
+        raise KernelFeatureError(e.errno, f"cannot make a tracefs instance {path}: "
+                                 f"{e.strerror}") from e
+    return path
+
+
+def configure(path: str) -> list[str]:
+    """Filter the events of an instance; returns their enable switches."""
+    try:
+        # Poll wakes a reader only once the buffer is this % full (50 by
+        # default): a lone failure must wake us.
+        _write(f"{path}/buffer_percent", "0")
+        _write(f"{path}/buffer_size_kb", str(BUFFER_KB))
+        _write(f"{path}/options/record-tgid", "1")  # the process, not the thread
+        events = []
+        for call in SYSCALLS:
+            event = f"{path}/events/syscalls/sys_exit_{call}"
+            if os.path.isdir(event):
+                _write(f"{event}/filter", FILTER)
+                events.append(f"{event}/enable")
+    except OSError as e:
+        raise KernelFeatureError(e.errno, f"cannot set up tracefs instance {path}: "
+                                 f"{e.strerror}") from e
+    if not events:
+        raise KernelFeatureError(errno.ENOENT, "this kernel has no syscall trace events "
+                                 "(CONFIG_FTRACE_SYSCALLS)")
+    return events
+
+
+def set_enabled(switches: Iterable[str], on: bool) -> None:
+    value = "1" if on else "0"
+    for path in switches:
+        _write(path, value)
+
+
 class EnospcTraceSource:
     name = "enospc-trace"
 
@@ -213,10 +259,8 @@ class EnospcTraceSource:
             self._enable(want)
 
     def _enable(self, on: bool) -> None:
-        value = "1" if on else "0"
         try:
-            for path in self.events:
-                _write(path, value)
+            set_enabled(self.events, on)
         except OSError as e:
             log.warning("ENOSPC trace: cannot %s: %s", "arm" if on else "disarm", e)
             if on:
@@ -228,30 +272,19 @@ class EnospcTraceSource:
                  self.mode == "at-risk" else self.state)
 
     def _disable_quietly(self) -> None:
-        for path in self.events:
-            try:
-                _write(path, "0")
-            except OSError as e:
-                log.debug("disabling %s: %s", path, e)
+        try:
+            set_enabled(self.events, False)
+        except OSError as e:
+            log.debug("disabling the ENOSPC trace: %s", e)
         self.armed = False
 
     # --------------------------------------------------------- lifecycle
 
     async def run(self, started: Callable[[], None]) -> None:
-        root = self._tracefs or find_tracefs()
-        instances = f"{root}/instances"
-        remove_stale(instances, _pidns(), os.getpid())
-        path = f"{instances}/{PREFIX}{_pidns()}-{os.getpid()}"
-        try:
-            os.mkdir(path)
-        except FileExistsError:
-            pass  # ours, left by a run of this process that was cut short
-        except OSError as e:
-            raise KernelFeatureError(e.errno, f"cannot make a tracefs instance {path}: "
-                                     f"{e.strerror}") from e
+        path = make_instance(self._tracefs or find_tracefs())
         loop = asyncio.get_running_loop()
         try:
-            self._configure(path)
+            self.events = configure(path)
             self._fd = os.open(f"{path}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             loop.add_reader(self._fd, self._on_readable)
             self.instance = path
@@ -269,27 +302,6 @@ class EnospcTraceSource:
                 os.rmdir(path)
             except OSError as e:
                 log.warning("ENOSPC trace: cannot remove %s: %s", path, e)
-
-    def _configure(self, path: str) -> None:
-        try:
-            # Poll wakes a reader only once the buffer is this % full (50 by
-            # default): a lone failure must wake us.
-            _write(f"{path}/buffer_percent", "0")
-            _write(f"{path}/buffer_size_kb", str(BUFFER_KB))
-            _write(f"{path}/options/record-tgid", "1")  # the process, not the thread
-            events = []
-            for call in SYSCALLS:
-                event = f"{path}/events/syscalls/sys_exit_{call}"
-                if os.path.isdir(event):
-                    _write(f"{event}/filter", FILTER)
-                    events.append(f"{event}/enable")
-        except OSError as e:
-            raise KernelFeatureError(e.errno, f"cannot set up tracefs instance {path}: "
-                                     f"{e.strerror}") from e
-        if not events:
-            raise KernelFeatureError(errno.ENOENT, "this kernel has no syscall trace events "
-                                     "(CONFIG_FTRACE_SYSCALLS)")
-        self.events = events
 
     # ----------------------------------------------------------- reading
 
