@@ -30,6 +30,10 @@ Writers of other users need CAP_SYS_PTRACE for their /proc files, which
 the unit does not grant: those go by risk too. io_uring and mmap writes
 make no system call that fails, so they are not seen.
 
+The trace numbers processes as the initial pid namespace does: a fsmond in
+a container (a pid namespace of its own) reports those numbers and does not
+look them up in its /proc, where the same numbers are other processes.
+
 Without tracefs (not mounted, no syscall events) or without the permission,
 `run` raises before it starts: the daemon logs it once and keeps the other
 sources.
@@ -49,8 +53,9 @@ from fsmond.sources.enospc_records import TraceFailure, parse_fdinfo, parse_trac
 
 log = logging.getLogger(__name__)
 
-TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-TRACEFS_MAGIC = 0x74726163
+# The unit binds tracefs to the first (ProtectKernelTunables= leaves the usual
+# places read-only, and systemd lets no ReadWritePaths= undo it there).
+TRACEFS_PATHS = ("/run/fsmond/tracefs", "/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 FILTER = "ret == -28 || ret == -122"  # ENOSPC, EDQUOT
 SYSCALLS = (
     "write", "pwrite64", "writev", "pwritev", "pwritev2", "fallocate",
@@ -63,15 +68,18 @@ READ_SIZE = 65536
 MAX_READS = 16  # per wake-up, so a storm never starves the loop
 MAX_FDS = 1024  # open files looked at per writer: /proc reads are on the loop
 PREFIX = "fsmond-"
+INIT_PIDNS = 0xEFFFFFFC  # the initial pid namespace's inode number, fixed (PROC_PID_INIT_INO)
 
 
 def find_tracefs(paths: Iterable[str] | None = None) -> str:
-    for path in paths or TRACEFS_PATHS:
-        try:
-            if os.path.isdir(f"{path}/instances"):
-                return path
-        except OSError:
-            continue
+    """The first tracefs where we may make an instance; else the first there
+    is, so that the error says why not (EROFS, EACCES)."""
+    found = [p for p in paths or TRACEFS_PATHS if os.path.isdir(f"{p}/instances")]
+    for path in found:
+        if os.access(f"{path}/instances", os.W_OK):
+            return path
+    if found:
+        return found[0]
     raise KernelFeatureError(errno.ENOENT, "tracefs is not mounted at "
                              + " or ".join(paths or TRACEFS_PATHS))
 
@@ -237,6 +245,7 @@ class EnospcTraceSource:
         self.arm_changes = 0
         self._fd = -1
         self._partial = b""
+        self._same_pids = _pidns() == INIT_PIDNS  # the trace's pids are ours (header)
 
     # ------------------------------------------------------------ arming
 
@@ -330,7 +339,7 @@ class EnospcTraceSource:
         looked: dict[int, tuple[list[int], list[int]] | None] = {}
         for (pid, err, call), same in groups.items():
             if pid not in looked:
-                looked[pid] = writer_files(pid)
+                looked[pid] = writer_files(pid) if self._same_pids else None
             files = looked[pid]
             self.failures += len(same)
             if files is not None:
@@ -342,4 +351,4 @@ class EnospcTraceSource:
             self._emit(WriteFailure(
                 pid=pid, comm=comm, syscall=call, errno=err, count=len(same),
                 writable=tuple(files[0]) if files else (), other=tuple(files[1]) if files else (),
-                uid=fs_uid(pid) if err == 122 else -1))
+                uid=fs_uid(pid) if err == 122 and files is not None else -1))
