@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -261,3 +262,18 @@ def test_edquot_is_a_quota_event_with_the_writer(tmp_path: Path, tracefs: Path) 
     finally:
         subprocess.run(["umount", "-l", str(q)], check=False)
         subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_a_reload_to_always_arms_and_back_to_at_risk_disarms(tmp_path: Path,
+                                                             tracefs: Path) -> None:
+    with tmpfs(tmp_path / "t") as t:
+        cfg = daemon_config(tmp_path / "c.toml", str(t))
+        with fsmond(cfg) as p:
+            inst = instance(tracefs, p)
+            assert switches(inst) == {"0"}
+            daemon_config(cfg, str(t), enospc_trace='"always"')
+            p.signal(signal.SIGHUP)
+            wait_until(lambda: switches(inst) == {"1"}, "armed")
+            daemon_config(cfg, str(t))
+            p.signal(signal.SIGHUP)
+            wait_until(lambda: switches(inst) == {"0"}, "disarmed")
