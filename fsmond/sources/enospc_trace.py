@@ -45,6 +45,7 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 
 from fsmond.errors import KernelFeatureError, KernelFormatError
@@ -67,6 +68,8 @@ BUFFER_KB = 64  # per CPU: only failures are kept, and a storm is folded anyway
 READ_SIZE = 65536
 MAX_READS = 16  # per wake-up, so a storm never starves the loop
 MAX_FDS = 1024  # open files looked at per writer: /proc reads are on the loop
+LOOK_AGAIN = 1.0  # seconds a writer's files are taken as read (a storm, one writer)
+LOST_LOG_EVERY = 60.0  # seconds between warnings about dropped records
 PREFIX = "fsmond-"
 INIT_PIDNS = 0xEFFFFFFC  # the initial pid namespace's inode number, fixed (PROC_PID_INIT_INO)
 
@@ -143,7 +146,10 @@ def mount_of_path(path: str) -> int | None:
         os.close(fd)
 
 
-def writer_files(pid: int, proc: str = "/proc") -> tuple[list[int], list[int]] | None:
+Files = tuple[list[int], list[int]]  # mount ids: open for writing, the rest
+
+
+def writer_files(pid: int, proc: str = "/proc") -> Files | None:
     """Mount ids of the files a process has open for writing, and of the rest
     (other files, cwd, root); None when it is gone or not ours to read."""
     base = f"{proc}/{pid}"
@@ -246,6 +252,8 @@ class EnospcTraceSource:
         self._fd = -1
         self._partial = b""
         self._same_pids = _pidns() == INIT_PIDNS  # the trace's pids are ours (header)
+        self._looked: dict[int, tuple[float, Files | None, str]] = {}
+        self._lost_logged = -LOST_LOG_EVERY
 
     # ------------------------------------------------------------ arming
 
@@ -329,26 +337,39 @@ class EnospcTraceSource:
 
     def _handle(self, text: str) -> None:
         failures, lost = parse_trace(text)
+        now = time.monotonic()
         if lost:
             self.lost += lost
-            log.warning("ENOSPC trace: the kernel dropped %d failure records (%d in all)",
-                        lost, self.lost)
+            if now - self._lost_logged >= LOST_LOG_EVERY:
+                self._lost_logged = now
+                log.warning("ENOSPC trace: the kernel dropped failure records (%d so far): "
+                            "the counts of a storm are lower bounds", self.lost)
         groups: dict[tuple[int, int, str], list[TraceFailure]] = {}
         for f in failures:
             groups.setdefault((f.pid, f.errno, f.syscall), []).append(f)
-        looked: dict[int, tuple[list[int], list[int]] | None] = {}
         for (pid, err, call), same in groups.items():
-            if pid not in looked:
-                looked[pid] = writer_files(pid) if self._same_pids else None
-            files = looked[pid]
+            files, comm = self._writer(pid, now)
             self.failures += len(same)
             if files is not None:
                 self.from_writer += len(same)
             # The trace's comm comes from the kernel's pid -> name cache, updated
             # lazily: it can be a name from before the writer's exec (seen here:
             # "python" for a "python3"). The writer's own, while it lives, wins.
-            comm = (comm_of(pid) if files is not None else "") or same[-1].comm
+            comm = comm or same[-1].comm
             self._emit(WriteFailure(
                 pid=pid, comm=comm, syscall=call, errno=err, count=len(same),
                 writable=tuple(files[0]) if files else (), other=tuple(files[1]) if files else (),
                 uid=fs_uid(pid) if err == 122 and files is not None else -1))
+
+    def _writer(self, pid: int, now: float) -> tuple[Files | None, str]:
+        """The writer's files and comm, read again at most once a LOOK_AGAIN:
+        a storm from one writer wakes us for every few failures."""
+        seen = self._looked.get(pid)
+        if seen is not None and now - seen[0] < LOOK_AGAIN:
+            return seen[1], seen[2]
+        if len(self._looked) > 4096:
+            self._looked = {p: v for p, v in self._looked.items() if now - v[0] < LOOK_AGAIN}
+        files = writer_files(pid) if self._same_pids else None
+        comm = comm_of(pid) if files is not None else ""
+        self._looked[pid] = (now, files, comm)
+        return files, comm
