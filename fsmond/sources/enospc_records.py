@@ -83,6 +83,16 @@ def parse_trace(text: str) -> tuple[list[TraceFailure], int]:
     return failures, lost
 
 
+def parse_saved_cmdlines(text: str) -> dict[int, str]:
+    """tracefs' `saved_cmdlines`: "pid comm" a line (a comm may hold spaces)."""
+    out: dict[int, str] = {}
+    for line in text.splitlines():
+        pid, _, comm = line.partition(" ")
+        if pid.isdigit() and comm and comm != "<...>":
+            out[int(pid)] = comm
+    return out
+
+
 @record
 class FdInfo:
     """What /proc/PID/fdinfo/N says about one open file."""

@@ -50,7 +50,12 @@ from collections.abc import Callable, Iterable
 
 from fsmond.errors import KernelFeatureError, KernelFormatError
 from fsmond.events import Observation, WriteFailure
-from fsmond.sources.enospc_records import TraceFailure, parse_fdinfo, parse_trace
+from fsmond.sources.enospc_records import (
+    TraceFailure,
+    parse_fdinfo,
+    parse_saved_cmdlines,
+    parse_trace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +246,7 @@ class EnospcTraceSource:
         self._emit = emit
         self.mode = mode
         self._tracefs = tracefs
+        self._root = ""
         self.instance = ""  # its directory, once made
         self.events: list[str] = []  # enable files of the events we use
         self.armed = False
@@ -254,6 +260,7 @@ class EnospcTraceSource:
         self._same_pids = _pidns() == INIT_PIDNS  # the trace's pids are ours (header)
         self._looked: dict[int, tuple[float, Files | None, str]] = {}
         self._lost_logged = -LOST_LOG_EVERY
+        self._enable_failed = False
 
     # ------------------------------------------------------------ arming
 
@@ -279,7 +286,11 @@ class EnospcTraceSource:
         try:
             set_enabled(self.events, on)
         except OSError as e:
-            log.warning("ENOSPC trace: cannot %s: %s", "arm" if on else "disarm", e)
+            # Tried again with every update of the engine (a sample every few
+            # seconds), and said once.
+            log.log(logging.DEBUG if self._enable_failed else logging.WARNING,
+                    "ENOSPC trace: cannot %s: %s", "arm" if on else "disarm", e)
+            self._enable_failed = True
             if on:
                 self._disable_quietly()
             return
@@ -298,7 +309,8 @@ class EnospcTraceSource:
     # --------------------------------------------------------- lifecycle
 
     async def run(self, started: Callable[[], None]) -> None:
-        path = make_instance(self._tracefs or find_tracefs())
+        self._root = self._tracefs or find_tracefs()
+        path = make_instance(self._root)
         loop = asyncio.get_running_loop()
         try:
             self.events = configure(path)
@@ -355,11 +367,23 @@ class EnospcTraceSource:
             # The trace's comm comes from the kernel's pid -> name cache, updated
             # lazily: it can be a name from before the writer's exec (seen here:
             # "python" for a "python3"). The writer's own, while it lives, wins.
-            comm = comm or same[-1].comm
+            comm = comm or same[-1].comm or self._cached_comm(pid)
             self._emit(WriteFailure(
                 pid=pid, comm=comm, syscall=call, errno=err, count=len(same),
                 writable=tuple(files[0]) if files else (), other=tuple(files[1]) if files else (),
                 uid=fs_uid(pid) if err == 122 and files is not None else -1))
+
+    def _cached_comm(self, pid: int) -> str:
+        """The kernel's cached name of a writer gone before we read its
+        /proc, which the trace line lacked (`<...>`): the line is printed when
+        read, and the name is cached when the writer is next switched out (at
+        its exit at the latest), which can come between the two."""
+        try:
+            with open(f"{self._root}/saved_cmdlines", "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return parse_saved_cmdlines(text).get(pid, "")
 
     def _writer(self, pid: int, now: float) -> tuple[Files | None, str]:
         """The writer's files and comm, read again at most once a LOOK_AGAIN:

@@ -15,6 +15,7 @@ from fsmond.sources.enospc_records import (
     Lost,
     TraceFailure,
     parse_fdinfo,
+    parse_saved_cmdlines,
     parse_trace,
     parse_trace_line,
 )
@@ -71,3 +72,8 @@ def test_fdinfo_flags_are_octal_and_tell_writable_files() -> None:
 def test_malformed_fdinfo_is_a_format_error(text: bytes) -> None:
     with pytest.raises(KernelFormatError):
         parse_fdinfo(text)
+
+
+def test_saved_cmdlines_map_pids_to_names_with_spaces() -> None:
+    text = "31791 dd\n31792 my-app [1] x\n7 <...>\nbogus\n"
+    assert parse_saved_cmdlines(text) == {31791: "dd", 31792: "my-app [1] x"}
