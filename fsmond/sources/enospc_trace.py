@@ -364,9 +364,10 @@ class EnospcTraceSource:
             self.failures += len(same)
             if files is not None:
                 self.from_writer += len(same)
-            # The trace's comm comes from the kernel's pid -> name cache, updated
-            # lazily: it can be a name from before the writer's exec (seen here:
-            # "python" for a "python3"). The writer's own, while it lives, wins.
+            # The trace's comm comes from the kernel's pid -> name cache when the
+            # line is read, and that is updated lazily (when the task is next
+            # switched out): `<...>`, or a name the pid had before an exec. The
+            # writer's own, while it lives, wins.
             comm = comm or same[-1].comm or self._cached_comm(pid)
             self._emit(WriteFailure(
                 pid=pid, comm=comm, syscall=call, errno=err, count=len(same),
