@@ -86,6 +86,7 @@ class DaemonConfig:
     kmsg_replay: bool = False
     fanotify_errors: bool = True
     udev: bool = True
+    enospc_trace: str = "at-risk"
     log_level: str = "info"
     changelog_size: int = 4096
 
@@ -179,6 +180,7 @@ def parse_config(text: str, origin: str = "<string>") -> Config:
         kmsg_replay=d.take("kmsg_replay", bool_, False),
         fanotify_errors=d.take("fanotify_errors", bool_, True),
         udev=d.take("udev", bool_, True),
+        enospc_trace=d.take("enospc_trace", choice("at-risk", "always", "off"), "at-risk"),
         log_level=d.take("log_level", choice("debug", "info", "warning", "error"), "info"),
         changelog_size=d.take("changelog_size", int_between(16, 10_000_000), 4096),
     )

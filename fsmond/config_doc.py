@@ -22,6 +22,11 @@ KEYS: tuple[tuple[str, str, str, str | None, str], ...] = (
      'Whose mounts: "" is fsmond\'s own namespace (right under the systemd unit, which '
      'receives every host mount); a namespace file such as "/proc/1/ns/mnt" follows that '
      "namespace (needs CAP_SYS_PTRACE)."),
+    ("daemon", "enospc_trace", "string", '"at-risk"',
+     "Name the writers whose system calls fail with ENOSPC or EDQUOT, from a tracefs "
+     "instance of fsmond's own filtered in the kernel: at-risk arms it only while a "
+     "watched file system has a level reached or is full (an armed trace slows every "
+     "system call a little), always keeps it armed (EDQUOT needs it), off makes none."),
     ("daemon", "kmsg", "boolean", "true",
      "Read kernel messages from /dev/kmsg for errors and forced read-only (needs "
      "CAP_SYSLOG)."),

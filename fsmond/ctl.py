@@ -158,6 +158,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"fsmond {status['version']}: {status['mounts']} mounts via "
                   f"{status['mount_backend']}, errors via "
                   f"{', '.join(status['error_backends']) or 'nothing'}, "
+                  f"ENOSPC trace {status.get('enospc_trace', 'off')}, "
                   f"{status['events']} events", file=out)
             print(table(status_rows(fss), ["DEVICE", "MOUNT", "SIZE", "USED", "AVAIL", "USE%",
                                            "LEVEL", "RO", "ERRORS", "FULL IN"]), file=out)

@@ -133,6 +133,7 @@ class Daemon:
         )
         self.fserror: Any = None
         self.kmsg: Any = None
+        self.enospc: Any = None  # the ENOSPC trace, armed while a file system is at risk
         self.mount_source = make_mount_source(
             config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
 
@@ -197,6 +198,8 @@ class Daemon:
         for dev in updates.fs_removed:
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
+        if self.enospc is not None:
+            self.enospc.set_at_risk(self.engine.at_risk())
         for listener in self.update_listeners:
             listener(updates)
 
@@ -267,6 +270,10 @@ class Daemon:
             "watches": len(self.engine.filesystems),
             "events": self.events,
             "kmsg_overruns": getattr(self.kmsg, "overruns", 0),
+            "enospc_trace": self._enospc_state(),
+            "enospc_failures": getattr(self.enospc, "failures", 0),
+            "enospc_from_writer": getattr(self.enospc, "from_writer", 0),
+            "enospc_lost": getattr(self.enospc, "lost", 0),
             "last_reload_error": self.last_reload_error,
             "unavailable": dict(self.failed),
         }
@@ -274,6 +281,12 @@ class Daemon:
             out[f"{p.name}_dropped"] = getattr(getattr(p, "outbox", None), "dropped",
                                                getattr(p, "dropped", 0))
         return out
+
+    def _enospc_state(self) -> str:
+        """armed | disarmed | off | unavailable (the reason is in `unavailable`)."""
+        if "enospc-trace" in self.failed:
+            return "unavailable"
+        return "off" if self.enospc is None else str(self.enospc.state)
 
     # ---------------------------------------------------------------- reload
 
@@ -292,6 +305,11 @@ class Daemon:
         self.config = new
         log.info("configuration reloaded from %s", self.config_path or "defaults")
         self._deliver(self.engine.set_policy(new, self._now()))
+        if self.enospc is not None:
+            self.enospc.set_mode(new.daemon.enospc_trace)
+        elif new.daemon.enospc_trace != "off" and "enospc-trace" not in self.failed:
+            log.warning("enospc_trace = %r takes effect at the next start",
+                        new.daemon.enospc_trace)
         self.sampler.poke()
         self.notifier.status(self.status_line())
 
@@ -311,7 +329,10 @@ class Daemon:
         if d.fanotify_errors:
             self.fserror = self._optional("fserror", "fsmond.sources.fserror", "FsErrorSource",
                                           emit=self.emit_fs_errors, check=self._check)
-        out += [(c, False) for c in (self.kmsg, self.fserror) if c is not None]
+        if d.enospc_trace != "off":
+            self.enospc = self._optional("enospc-trace", "fsmond.sources.enospc_trace",
+                                         "EnospcTraceSource", mode=d.enospc_trace)
+        out += [(c, False) for c in (self.kmsg, self.fserror, self.enospc) if c is not None]
         if d.udev:
             out.append((UdevSource(self.emit), False))
         return out
@@ -336,6 +357,8 @@ class Daemon:
             self.failed[c.name] = str(e)
             if c is self.fserror:
                 self.fserror = None
+            if c is self.enospc:
+                self.enospc = None
             started.set()
 
     async def run(self) -> None:
@@ -359,6 +382,8 @@ class Daemon:
                     self.backends.setdefault(component.name, "started")
                 for dev in list(self.engine.filesystems):
                     self._start_error_watch(dev)
+                if self.enospc is not None:
+                    self.enospc.set_at_risk(self.engine.at_risk())
                 for p in self.publishers:
                     if isinstance(p, Announcer):
                         await p.announce()

@@ -164,6 +164,27 @@ class ErrorHistory:
 
 
 @record
+class WriteFailure:
+    """System calls of one writer that failed with ENOSPC or EDQUOT (the ENOSPC
+    trace), folded by the source per read.
+
+    The mount ids are what the writer had open when the source looked at its
+    /proc/PID, while it lived: `writable` those of files open for writing,
+    `other` those of its other files, its cwd and its root. Both are empty when
+    the writer was gone or could not be read; the engine then goes by which
+    file systems are at risk."""
+
+    pid: int
+    comm: str
+    syscall: str  # "write", "openat", ... (without "sys_")
+    errno: int  # 28 (ENOSPC) or 122 (EDQUOT)
+    count: int = 1
+    writable: tuple[int, ...] = ()
+    other: tuple[int, ...] = ()
+    uid: int = -1  # the writer's file-system uid, for quota; -1 unknown
+
+
+@record
 class DeviceChange:
     """A udev block-device event."""
 
@@ -183,6 +204,7 @@ Observation = (
     | SuperOptions
     | KernelReport
     | ErrorHistory
+    | WriteFailure
     | DeviceChange
 )
 

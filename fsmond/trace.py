@@ -29,11 +29,12 @@ from fsmond.events import (
     SpaceSample,
     SuperOptions,
     Unresponsive,
+    WriteFailure,
 )
 
 TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     MountSnapshot, MountDelta, SpaceSample, Unresponsive, Responsive, SuperOptions,
-    KernelReport, ErrorHistory, DeviceChange)}
+    KernelReport, ErrorHistory, WriteFailure, DeviceChange)}
 
 
 def encode(obs: Observation, now: float) -> str:
@@ -54,6 +55,8 @@ def decode(line: str) -> tuple[float, Observation]:
         data = {"added": tuple(_entry(e) for e in data["added"]),
                 "removed": tuple(data["removed"]),
                 "changed": tuple(_entry(e) for e in data["changed"])}
+    elif cls is WriteFailure:
+        data["writable"], data["other"] = tuple(data["writable"]), tuple(data["other"])
     elif data.get("device") is not None:
         data["device"] = tuple(data["device"])
     return float(rec["t"]), cls(**data)

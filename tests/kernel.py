@@ -32,3 +32,22 @@ def require_mount_api(fanotify: bool = True) -> None:
     missing = mountapi.statmount_missing() or (fanotify and mountapi.fanotify_mounts_missing())
     if missing:
         pytest.skip(f"this kernel cannot: {missing}")
+
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+def require_tracefs() -> str:
+    """Skip unless syscall trace events work here. tracefs is mounted at its
+    usual place when it is not (in the test session's private mount
+    namespace, so the host does not see it). Returns its path."""
+    if not Path(TRACEFS, "instances").is_dir():
+        if "tracefs" not in filesystems():
+            pytest.skip("this kernel has no tracefs")
+        r = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=False,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount tracefs at {TRACEFS}: {r.stderr.strip()}")
+    if not Path(TRACEFS, "events", "syscalls", "sys_exit_write").is_dir():
+        pytest.skip("this kernel has no syscall trace events (CONFIG_FTRACE_SYSCALLS)")
+    return TRACEFS

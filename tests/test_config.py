@@ -41,6 +41,7 @@ def test_missing_default_file_is_defaults_but_a_named_one_is_an_error(tmp_path: 
     ('[daemon]\nkmsg = "yes"', "daemon.kmsg", '"yes"', "true or false"),
     ("[daemon]\nchangelog_size = 1", "daemon.changelog_size", "1", "whole number"),
     ('[daemon]\nlog_level = "loud"', "daemon.log_level", '"loud"', "one of"),
+    ('[daemon]\nenospc_trace = "on"', "daemon.enospc_trace", '"on"', "one of at-risk, always, off"),
     ("[daemon]\nbogus = 1", "daemon.bogus", "1", "unknown key"),
     ('[dbus]\nbus = "user"', "dbus.bus", '"user"', "bus address"),
     ('[mqtt]\nurl = "http://x"', "mqtt.url", '"http://x"', "mqtt://"),

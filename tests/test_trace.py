@@ -13,6 +13,7 @@ from fsmond.events import (
     SpaceSample,
     SuperOptions,
     Unresponsive,
+    WriteFailure,
 )
 from fsmond.trace import decode, encode, replay
 from tests.engine.test_engine import Policy
@@ -25,6 +26,7 @@ ALL = [
     KernelReport("error", "kmsg", None, "sda", errno=5, message="x"),
     KernelReport("error", "fanotify", (7, 0), errno=117, count=3),
     ErrorHistory((7, 0), 2, "f:1"), DeviceChange("added", (8, 0), "/dev/sda", "block", {"A": "b"}),
+    WriteFailure(42, "dd", "write", 28, 3, (30, 31), (2,), uid=1000),
 ]
 
 

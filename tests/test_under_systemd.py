@@ -301,3 +301,67 @@ def test_the_call_that_activates_fsmond_gets_the_whole_table(container: Containe
     assert generation > 0
     ids = mount_ids(c.run("cat", f"/proc/{main_pid(c)}/mountinfo").stdout)
     assert {m["mount_id"]["data"] for m in mounts} == ids
+
+
+def host_pid_named(comm: str) -> int | None:
+    """The host's pid of the one process named `comm` (the trace's numbers)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if status.read_text().startswith(f"Name:\t{comm}\n"):
+                return int(status.parent.name)
+        except OSError:
+            continue
+    return None
+
+
+WRITER = """\
+import ctypes, os, time
+ctypes.CDLL(None).prctl(15, b"enospc-writer", 0, 0, 0)  # PR_SET_NAME
+fd = os.open("/srv/full/b", os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(fd, b"x" * 65536)
+except OSError:
+    time.sleep(60)
+"""
+
+
+def test_a_write_that_fails_with_enospc_names_the_writer(container: Container) -> None:
+    """The sandbox lets fsmond make its tracefs instance (ProtectKernelTunables=
+    makes /sys read-only; ReadWritePaths= opens /sys/kernel/tracing), it arms
+    the trace once the file system is at risk, and a writer that runs out of
+    space is a no-space event with its pid (as the kernel numbers it: the
+    host's) and comm."""
+    c = container
+    mounted = c.run("sh", "-c", "test -d /sys/kernel/tracing/instances || "
+                    "mount -t tracefs nodev /sys/kernel/tracing", check=False).returncode == 0
+    if not mounted or c.run("test", "-d", "/sys/kernel/tracing/events/syscalls/sys_exit_write",
+                            check=False).returncode != 0:
+        pytest.skip("no tracefs with syscall events in the container")
+    c.run("mkdir", "-p", "/srv/full")
+    c.run("mount", "-t", "tmpfs", "-o", "size=4m", "full", "/srv/full")
+    c.write_file(CONFIG, '[daemon]\npoll_interval = "200ms"\nmin_poll_interval = "100ms"\n'
+                 '[[watch]]\npath = "/srv/full"\nlower = "50%"\nupper = "20%"\n')
+    try:
+        with monitor(c) as events:
+            c.systemctl("start", "fsmond")
+            status = get_status(c)
+            assert status["enospc_trace"] == "disarmed", (
+                status["unavailable"], c.journal("-u", "fsmond", "-p", "warning", "-o", "cat"))
+            c.run("dd", "if=/dev/zero", "of=/srv/full/a", "bs=1M", "count=3")
+            wait_until(lambda: get_status(c)["enospc_trace"] == "armed", 10, "the trace armed")
+            c.run("systemd-run", "--unit=enospc-writer", "--quiet", "/opt/fsmond/bin/python",
+                  "-c", WRITER)
+
+            def traced() -> dict[str, Any] | None:
+                return next((e for e in events() if e["name"] == "no-space"
+                             and e["details"]["source"] == "trace"), None)
+
+            event = wait_until(traced, 10, "a traced no-space")
+            pid = host_pid_named("enospc-writer")
+        assert (event["mount_point"], event["comm"], event["pid"]) == (
+            "/srv/full", "enospc-writer", pid), event
+        assert event["details"]["errno"] == 28
+    finally:
+        c.systemctl("stop", "enospc-writer", check=False)
+        c.run("umount", "/srv/full", check=False)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fsmond.engine.enospc import EDQUOT, Folded, Folds, attribute
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
 from fsmond.engine.globs import is_glob, path_matches
 from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
@@ -36,6 +37,7 @@ from fsmond.events import (
     SpaceSample,
     SuperOptions,
     Unresponsive,
+    WriteFailure,
     dev_str,
     fs_object_path,
 )
@@ -88,6 +90,11 @@ class Engine:
         # watch-removed names once the mount points are gone.
         self._gone_first: dict[DevNum, str] = {}
         self._history: dict[DevNum, ErrorHistory] = {}
+        self._unowned = Folds()  # traced failures no watched file system owns
+        # Devices whose FileSystem.at_risk holds, kept as their state changes:
+        # the daemon asks after every batch, and a table of thousands of file
+        # systems must not be walked each time.
+        self._risky: set[DevNum] = set()
         self._updates = Updates()
 
     # ------------------------------------------------------------------ input
@@ -97,6 +104,8 @@ class Engine:
             return self._on_mounts(obs, now)
         if isinstance(obs, KernelReport | DeviceChange):
             return self._on_unowned(obs, now)
+        if isinstance(obs, WriteFailure):
+            return self._on_write_failure(obs, now)
         fs = self.filesystems.get(obs.device)
         if fs is None:
             if isinstance(obs, ErrorHistory):
@@ -120,11 +129,12 @@ class Engine:
             fs.error_count, fs.last_error = obs.count, obs.last_error
             notices = []
         self._updates.fs_changed.add(fs.device)
+        self._note_risk(fs)
         return self._number(fs, notices, now)
 
     def tick(self, now: float) -> list[Event]:
-        """Publish folded error counts whose window has ended."""
-        out: list[Event] = []
+        """Publish folded error and failure counts whose window has ended."""
+        out = [self._unowned_failure(f, now) for f in self._unowned.flush(now)]
         for fs in self.filesystems.values():
             notices = fs.flush(now)
             if notices:
@@ -134,7 +144,20 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         deadlines = [d for fs in self.filesystems.values() if (d := fs.flush_deadline())]
+        if (unowned := self._unowned.deadline()) is not None:
+            deadlines.append(unowned)
         return min(deadlines, default=None)
+
+    def at_risk(self) -> bool:
+        """Whether a watched file system is near enough to full for the ENOSPC
+        trace to be armed (FileSystem.at_risk)."""
+        return bool(self._risky)
+
+    def _note_risk(self, fs: FileSystem) -> None:
+        if fs.at_risk:
+            self._risky.add(fs.device)
+        else:
+            self._risky.discard(fs.device)
 
     # ---------------------------------------------------------------- watches
 
@@ -362,6 +385,7 @@ class Engine:
                                         fs.mount_points[0] if fs.mount_points
                                         else self._gone_first.get(dev, ""))
                     del self.filesystems[dev]
+                    self._risky.discard(dev)
                     self._updates.fs_removed.add(dev)
                     self._updates.fs_added.discard(dev)
                 if not keys:
@@ -392,6 +416,7 @@ class Engine:
                 # New classes or levels: said first, then what they change at once.
                 notices = fs.set_watch(spec)
                 out += self._number(fs, [self._watch_notice("watch-added", fs), *notices], now)
+                self._note_risk(fs)
         return out
 
     def _watch_notice(self, name: str, fs: FileSystem) -> Notice:
@@ -424,9 +449,37 @@ class Engine:
                             pid=obs.pid, comm=obs.comm)
             return [self._make(notice, now, obs.device, obs.devname)]
         notices = fs.on_report(obs, now)
+        self._note_risk(fs)
         if notices:  # a held error changes nothing a publisher shows yet
             self._updates.fs_changed.add(fs.device)
         return self._number(fs, notices, now)
+
+    def _on_write_failure(self, f: WriteFailure, now: float) -> list[Event]:
+        dev, how = attribute(f, self._device_of_mount, self.filesystems)
+        fs = self._fs_of(dev)
+        if fs is None:
+            if how == "unwatched":
+                return []  # on a file system the configuration leaves alone
+            out = [self._unowned_failure(x, now) for x in self._unowned.flush(now)]
+            folded = self._unowned.add(f, how, now)
+            return out + ([self._unowned_failure(folded, now)] if folded else [])
+        self._updates.fs_changed.add(fs.device)
+        notices = fs.on_write_failure(f, how, now)
+        self._note_risk(fs)
+        return self._number(fs, notices, now)
+
+    def _device_of_mount(self, mount_id: int) -> DevNum | None:
+        """A mount's file system, or None for one that cannot run out of space."""
+        entry = self.mounts.mounts.get(mount_id)
+        if entry is None or self.policy.ignored_fstype(entry.fstype):
+            return None
+        return entry.device
+
+    def _unowned_failure(self, folded: Folded, now: float) -> Event:
+        f = folded.last
+        name = "quota-exceeded" if folded.errno == EDQUOT else "no-space"
+        return self._make(Notice("warn", name, folded.details(), pid=f.pid, comm=f.comm), now,
+                          None, "trace")
 
     def note(self, cls: str, name: str, details: dict[str, Any], now: float) -> Event:
         """An event of the daemon itself (a config error), attached to no file system."""

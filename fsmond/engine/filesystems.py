@@ -11,6 +11,13 @@ first report of a window goes out at once (latency matters), later ones in
 that window only add to a count that `flush` publishes when the window ends.
 kmsg and fanotify usually both report one ext4 error; in a window the count
 is the larger of the two sources' counts, so one error is one event.
+
+No space is one condition whatever says so first: statvfs (available 0), a
+kernel message or a traced ENOSPC starts it, and only a sample with room
+again ends it, so statvfs does not repeat what a trace said a moment before.
+Traced failures are facts about writers, not a state: each kind (ENOSPC,
+EDQUOT) is folded per second (engine/enospc.py), and published while the
+condition holds too, since they name who failed.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fsmond.engine.enospc import EDQUOT, PATH_CALLS, Folded, Folds
 from fsmond.engine.thresholds import Levels, Threshold
 from fsmond.errors import TransitionError
-from fsmond.events import DevNum, KernelReport, SpaceSample, record
+from fsmond.events import DevNum, KernelReport, SpaceSample, WriteFailure, record
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
 MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
@@ -112,6 +120,7 @@ class FileSystem:
     _no_inodes: bool = False
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     _window: _ErrorWindow | None = None
+    _failures: Folds = field(default_factory=Folds)
 
     def __post_init__(self) -> None:
         self.read_only = superblock_read_only(self.super_options)
@@ -139,6 +148,11 @@ class FileSystem:
     @property
     def inode_level(self) -> str:
         return self.inodes.state if self.inodes else "ok"
+
+    @property
+    def at_risk(self) -> bool:
+        """Near enough to full that a writer may get ENOSPC: the trace is armed."""
+        return self._no_space or self.level != "ok" or self.inode_level != "ok"
 
     def resolved_levels(self) -> tuple[Levels, Levels | None]:
         """Levels in bytes and inodes for the current size (None: not applicable)."""
@@ -283,6 +297,28 @@ class FileSystem:
                 "message": r.message}, pid=r.pid, comm=r.comm)]
         return self._on_error(r, now)
 
+    def on_write_failure(self, f: WriteFailure, attribution: str, now: float) -> list[Notice]:
+        """A traced ENOSPC/EDQUOT: at once, or counted into the fold (header)."""
+        out = self.flush(now)
+        if f.errno != EDQUOT:
+            self._no_space = True  # statvfs need not say it again (header)
+        folded = self._failures.add(f, attribution, now)
+        if folded is not None:
+            out.append(self._failure_notice(folded))
+        return out
+
+    def _failure_notice(self, folded: Folded) -> Notice:
+        f = folded.last
+        details = folded.details()
+        if folded.errno == EDQUOT:
+            return Notice("warn", "quota-exceeded", details, pid=f.pid, comm=f.comm)
+        # Inodes are the RFC's metadata: a name could not be made without one.
+        out_of_inodes = self.files > 0 and self.files_available == 0
+        resource = "metadata" if f.syscall in PATH_CALLS and out_of_inodes else "data"
+        return Notice("warn", "no-space", {
+            "available": self.available, "size": self.size, "resource": resource, **details},
+            pid=f.pid, comm=f.comm)
+
     def _on_error(self, r: KernelReport, now: float) -> list[Notice]:
         out = self.flush(now)
         w = self._window
@@ -318,8 +354,12 @@ class FileSystem:
         }, pid=r.pid, comm=r.comm)
 
     def flush(self, now: float) -> list[Notice]:
-        """Publish a held error whose partner did not come, or what a finished
-        fold window still owes."""
+        """Publish what finished fold windows owe (errors, traced failures)."""
+        return [*self._flush_errors(now),
+                *(self._failure_notice(f) for f in self._failures.flush(now))]
+
+    def _flush_errors(self, now: float) -> list[Notice]:
+        """A held error whose partner did not come, or what a finished window owes."""
         w = self._window
         if w is not None and w.hold_until is not None and now >= w.hold_until:
             w.hold_until = None
@@ -333,9 +373,11 @@ class FileSystem:
 
     def flush_deadline(self) -> float | None:
         w = self._window
+        failures = self._failures.deadline()
         if w is None:
-            return None
-        return w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW
+            return failures
+        errors = w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW
+        return errors if failures is None else min(errors, failures)
 
 
 def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:

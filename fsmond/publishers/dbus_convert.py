@@ -30,7 +30,8 @@ INT_TYPES: dict[str, str] = {
     "seq": "t", "generation": "t", "available": "t", "size": "t",
     "files": "t", "files_available": "t", "level_value": "t",
     "mounts": "u", "filesystems": "u", "watches": "u", "events": "t", "kmsg_overruns": "t",
-    "console_dropped": "t", "dbus_dropped": "t", "mqtt_dropped": "t",
+    "console_dropped": "t", "dbus_dropped": "t", "mqtt_dropped": "t", "uid": "u",
+    "enospc_failures": "t", "enospc_from_writer": "t", "enospc_lost": "t",
 }
 _INT_RANGE = {"u": (0, (1 << 32) - 1), "i": (-(1 << 31), (1 << 31) - 1),
               "t": (0, (1 << 64) - 1), "x": (INT64_MIN, INT64_MAX)}
