@@ -58,6 +58,11 @@ class Notifier:
         self.capabilities: frozenset[str] = frozenset()
         self.ids: dict[str, int] = {}  # file-system path -> notification id
         self.paths: dict[int, str] = {}
+        # Actions on an id whose Notify reply has not been handled yet: dbus-fast
+        # runs signal handlers as messages arrive, and the awaiting Notify call
+        # only on a later turn, so a quick click can come first.
+        self._early: dict[int, list[str]] = {}
+        self._showing = 0  # Notify calls awaiting their reply
         self.mount_points: dict[str, str] = {}  # file-system path -> its mount point, for Open
         self.server = ""  # the server's unique name, "" while unknown
         self.pending: dict[str, Show] = {}  # refused while no server ran: sent when one comes
@@ -150,15 +155,24 @@ class Notifier:
                                      ("error", "read-only") else "device"),
                  "desktop-entry": Variant("s", "fsmond-notify")}
         body = markup_escaped(s.wording.body) if markup else s.wording.body
-        (nid,) = await call(bus, *SERVER, "Notify", "susssasa{sv}i",
-                            [APP_NAME, self.ids.get(s.path, 0), "drive-harddisk",
-                             s.wording.summary, body, buttons, hints, -1])
+        self._showing += 1
+        try:
+            (nid,) = await call(bus, *SERVER, "Notify", "susssasa{sv}i",
+                                [APP_NAME, self.ids.get(s.path, 0), "drive-harddisk",
+                                 s.wording.summary, body, buttons, hints, -1])
+        finally:
+            self._showing -= 1
+        early = self._early.pop(nid, [])
+        if not self._showing:
+            self._early.clear()  # other applications' notifications
         old = self.ids.get(s.path)
         if old is not None and old != nid:
             self.paths.pop(old, None)
         self.ids[s.path], self.paths[nid] = nid, s.path
         self.mount_points[s.path] = s.mount_point
         log.info("notified #%d: %s", nid, s.wording.summary)
+        for key in early:
+            self._action(nid, key)
 
     async def _close(self, bus: MessageBus, c: Close) -> None:
         nid = self.ids.pop(c.path, None)
@@ -192,17 +206,22 @@ class Notifier:
             return
         if msg.member == "ActionInvoked":
             nid, key = msg.body
-            path = self.paths.get(nid)
-            if path is not None:
-                if key in ("open", "default"):
-                    self._spawn(self._open(self.mount_points.get(path, "")))
-                self.on_action(path, key)
+            if nid in self.paths:
+                self._action(nid, key)
+            elif self._showing:
+                self._early.setdefault(nid, []).append(key)
         elif msg.member == "NotificationClosed":
             nid, reason = msg.body
             path = self.paths.pop(nid, None)
             if path is not None and reason != CLOSED_BY_CALL:
                 self.ids.pop(path, None)
                 self.on_closed(path)
+
+    def _action(self, nid: int, key: str) -> None:
+        path = self.paths[nid]
+        if key in ("open", "default"):
+            self._spawn(self._open(self.mount_points.get(path, "")))
+        self.on_action(path, key)
 
     async def _server_replaced(self, bus: MessageBus) -> None:
         """Another server took the name: what the old one showed is gone, so the

@@ -22,6 +22,8 @@ class Notifications(ServiceInterface):
         self.capabilities = capabilities
         self.shown: dict[int, list[Any]] = {}
         self.last_id = 0
+        # An action "clicked" so fast that its signal leaves before Notify's reply.
+        self.click_at_once = ""
 
     @dbus_method()
     def GetCapabilities(self) -> StrList:
@@ -37,6 +39,8 @@ class Notifications(ServiceInterface):
             self.last_id += 1
             nid = self.last_id
         self.shown[nid] = [summary, body, actions]
+        if self.click_at_once:
+            self.ActionInvoked(nid, self.click_at_once)
         return nid
 
     @dbus_method()

@@ -120,6 +120,26 @@ def test_lower_then_upper_replaces_one_notification_and_clearing_closes_it(
             assert notifies[-1] is not lower and mon.after(close) == []
 
 
+def test_an_action_sent_before_the_notify_reply_still_counts(tmp_path: Path,
+                                                             system_bus: str) -> None:
+    """dbus-fast runs a signal's handler as the message arrives, and the code
+    awaiting Notify's reply a turn later: a click that beats the reply must
+    not be dropped as one on an unknown notification."""
+    cfg = daemon_config(tmp_path / "fsmond.toml", str(tmp_path / "t"))
+    with dbus_daemon() as session, tmpfs(tmp_path / "t", "size=10m") as t, \
+            fsmond(cfg, bus=system_bus):
+        server = SpecServer(session, ["actions", "body"])
+        server.iface.click_at_once = "ignore"
+        try:
+            with agent(system_bus, session, home=tmp_path / "home") as a:
+                a.wait_log("following fsmond")
+                fill(t, "a", 6)  # lower
+                a.wait_log(f"ignores saved in {tmp_path}/home/.local/state/fsmond/"
+                           f"notify-ignores.json: {t}")
+        finally:
+            server.close()
+
+
 def test_ignore_holds_until_the_next_level(tmp_path: Path, system_bus: str) -> None:
     cfg = daemon_config(tmp_path / "fsmond.toml", str(tmp_path / "t"))
     with dbus_daemon() as session, tmpfs(tmp_path / "t", "size=10m") as t, \
