@@ -249,6 +249,27 @@ def test_fill_rate_and_adaptive_poll_delay() -> None:
     assert fs.next_poll_delay(5.0, 0.1) == 5.0
 
 
+def test_btrfs_metadata_running_out_is_no_space_with_the_resource() -> None:
+    """btrfs's own figures: data has room (free) but metadata cannot take
+    another file, so available is 0 and the event says which resource."""
+    e, _ = started()
+    fs = e.filesystems[DEV]
+    room = dataclasses.replace(sample(20), source="btrfs", resource="metadata")
+    assert ("warn", "no-space") not in names(e.process(room, 1))
+    full = dataclasses.replace(room, available=0)
+    ev = [x for x in e.process(full, 2) if x.name == "no-space"]
+    assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "btrfs",
+                                        "resource": "metadata"}]
+    assert fs.free == room.free and fs.seconds_to_full == 0.0
+    assert [x for x in e.process(full, 3) if x.name == "no-space"] == []  # once
+
+
+def test_a_plain_statvfs_no_space_names_no_resource() -> None:
+    e, _ = started()
+    ev = [x for x in e.process(sample(0), 1) if x.name == "no-space"]
+    assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "statvfs"}]
+
+
 def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
     e, _ = started()
     assert [ev.details["level"] for ev in e.process(sample(8), 1)] == ["lower"]
