@@ -110,6 +110,7 @@ class FileSystem:
     space: Threshold | None = None
     inodes: Threshold | None = None
     _no_space: bool = False
+    _out_of: str = ""  # the resource the last sample-made no-space named
     _no_inodes: bool = False
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     _window: _ErrorWindow | None = None
@@ -188,8 +189,11 @@ class FileSystem:
         if inodes is not None:
             out += self._cross("inodes", inodes, self.files_available, self.files)
         if self.available == 0 and self.size > 0:
-            if not self._no_space:
+            # Said once; again only to name the resource when what said it
+            # first (a kernel message) could not.
+            if not self._no_space or (self.resource and self.resource != self._out_of):
                 self._no_space = True
+                self._out_of = self.resource
                 details: dict[str, Any] = {
                     "available": 0, "size": self.size, "source": self.space_source}
                 if self.resource:
@@ -197,6 +201,7 @@ class FileSystem:
                 out.append(Notice("warn", "no-space", details))
         else:
             self._no_space = False
+            self._out_of = ""
         if self.files > 0 and self.files_available == 0:
             if not self._no_inodes:
                 self._no_inodes = True
