@@ -235,12 +235,13 @@ class FileSystem:
 
     def next_poll_delay(self, interval: float, minimum: float) -> float:
         """Sooner than `interval` when the fill rate predicts a level crossing before it."""
-        if self.fill_rate <= 0 or self.space is None:
+        rate = self.rate.urgent
+        if rate <= 0 or self.space is None:
             return interval
         target = self.space.next_level_below(self.available)
         if target is None:
             target = 0
-        seconds = (self.available - target) / self.fill_rate
+        seconds = (self.available - target) / rate
         return max(minimum, min(interval, seconds / 2))
 
     def on_unresponsive(self, timeout: float) -> list[Notice]:

@@ -16,6 +16,11 @@ A fitted change over the window of two blocks or less is no change at all
 (a file system whose figure wobbles within a block is not filling, and a
 least-squares line through a wobble can tilt by twice its amplitude), and a
 change of size (a grown or shrunk file system) starts the window afresh.
+
+What is published is the windowed rate; when to sample next is asked of
+`urgent`, the larger of it and the newest interval's rate: a fill that has
+just begun takes a window to show fully in the fit, and sampling sooner than
+needed costs one statvfs, where sampling late lets a level pass unseen.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class FillRate:
         self._samples: deque[tuple[float, int]] = deque(maxlen=max_samples)
         self._size = -1
         self.rate = 0.0  # bytes per second; negative while space is being freed
+        self.newest = 0.0  # the rate of the newest interval alone
 
     def add(self, now: float, available: int, size: int, block_size: int) -> float:
         """One sample; returns the new rate."""
@@ -39,14 +45,25 @@ class FillRate:
         if size != self._size:
             s.clear()
             self._size = size
+            self.newest = 0.0
         if s and now <= s[-1][0]:
             return self.rate  # no time has passed: nothing to learn
+        if s:
+            t, a = s[-1]
+            moved = a - available
+            self.newest = moved / (now - t) if abs(moved) > 2 * block_size else 0.0
         s.append((now, available))
         # Keep the shortest run of newest samples that spans the window.
         while len(s) > 2 and s[1][0] <= now - self.window:
             s.popleft()
         self.rate = _rate(s, max(1, block_size))
         return self.rate
+
+
+    @property
+    def urgent(self) -> float:
+        """The rate to plan the next sample by."""
+        return max(self.rate, self.newest)
 
 
 def _rate(samples: deque[tuple[float, int]], block_size: int) -> float:

@@ -99,3 +99,16 @@ def test_time_that_does_not_move_changes_nothing() -> None:
     f.add(1.0, GIB, 2 * GIB, BLOCK)
     f.add(2.0, GIB - (1 << 20), 2 * GIB, BLOCK)
     assert f.add(2.0, 0, 2 * GIB, BLOCK) == 1 << 20
+
+
+def test_the_next_sample_is_planned_by_the_newest_interval_when_it_is_faster() -> None:
+    """A fill that has just begun shows in the fit only gradually; planning the
+    next sample by the fit alone would let a level pass before it."""
+    f = FillRate()
+    for t in range(5):
+        f.add(float(t), GIB, 2 * GIB, BLOCK)
+    f.add(5.0, GIB - (100 << 20), 2 * GIB, BLOCK)
+    assert f.newest == 100 << 20 and f.rate < f.newest
+    assert f.urgent == f.newest
+    f.add(6.0, GIB - (100 << 20), 2 * GIB, BLOCK)  # stopped: the fit still remembers
+    assert f.newest == 0.0 and f.urgent == f.rate > 0
