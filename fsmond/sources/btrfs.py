@@ -75,6 +75,7 @@ class BtrfsReader:
     def __init__(self, sysfs: str = SYSFS) -> None:
         self.sysfs = sysfs
         self._fsid: dict[DevNum, str] = {}
+        self._full: dict[DevNum, bool] = {}  # metadata was full at the last sample
         self._warned = False
 
     def sample(self, sample: SpaceSample, path: str) -> SpaceSample:
@@ -85,14 +86,16 @@ class BtrfsReader:
             fsid = self._fsid.get(dev)
             if fsid is None or not os.path.isdir(f"{self.sysfs}/{fsid}"):
                 fsid = self._fsid[dev] = fsid_of(path)
-            space = estimate(read_figures(f"{self.sysfs}/{fsid}"))
+            space = estimate(read_figures(f"{self.sysfs}/{fsid}"), self._full.get(dev, False))
         except (OSError, KernelFormatError) as e:
             self._fsid.pop(dev, None)
+            self._full.pop(dev, None)
             if not self._warned:
                 self._warned = True
                 log.warning("btrfs at %s: its own space figures cannot be read (%s); "
                             "using statvfs, which misses metadata running out", path, e)
             return sample
+        self._full[dev] = space.metadata_full
         return dataclasses.replace(sample, size=space.size, free=space.free,
                                    available=space.available, resource=space.resource,
                                    source="btrfs")
@@ -100,3 +103,4 @@ class BtrfsReader:
     def forget(self, keep: set[DevNum]) -> None:
         for dev in [d for d in self._fsid if d not in keep]:
             self._fsid.pop(dev, None)
+            self._full.pop(dev, None)

@@ -38,7 +38,11 @@ the delayed references the free-space tree doubles. When what is left is
 less than that, btrfs fails with ENOSPC however much data space there is:
 `available` is then 0 and the resource is "metadata". A few creations
 earlier (or within the last tenth of the metadata chunks) the resource is
-already "metadata": that is the one at risk.
+already "metadata": that is the one at risk. What is left moves by a
+transaction's worth as btrfs commits, so once metadata is full it stays full
+(`metadata_full` given back to the next estimate) until it is out of that
+at-risk band again: otherwise available would flap between 0 and the data
+space, and no-space and the levels with it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class BtrfsSpace:
     resource: str  # "metadata" when metadata cannot grow and is nearly full, else "data"
     unallocated: int  # raw bytes on the devices in no chunk
     metadata_left: int  # logical metadata bytes beyond the global reserve
+    metadata_full: bool  # metadata cannot take one more file: available is 0
 
 
 def parse_dump(text: str) -> dict[str, str]:
@@ -107,8 +112,9 @@ def _profiles(figures: Mapping[str, str], space: str) -> list[str]:
     return [p for p in PROFILES if prefix + p + "/total_bytes" in figures]
 
 
-def estimate(figures: Mapping[str, str]) -> BtrfsSpace:
-    """The estimate; KernelFormatError when the figures lack devices or chunks."""
+def estimate(figures: Mapping[str, str], metadata_full: bool = False) -> BtrfsSpace:
+    """The estimate; KernelFormatError when the figures lack devices or chunks.
+    `metadata_full`: what the previous estimate of this file system said."""
     devices = [k for k in figures if k.startswith("devices/") and k.endswith("/size")]
     raw_size = sum(_int(figures, k) for k in devices) * 512  # sectors
     raw_chunks = 0.0
@@ -143,6 +149,7 @@ def estimate(figures: Mapping[str, str]) -> BtrfsSpace:
     metadata_left = free
     resource = "data"
     available = free
+    full = False
     if data != "mixed":
         m = "metadata"
         metadata_left = (fig("total_bytes", m) - fig("bytes_used", m) - fig("bytes_reserved", m)
@@ -152,8 +159,10 @@ def estimate(figures: Mapping[str, str]) -> BtrfsSpace:
             one_create = nodesize * BTRFS_MAX_LEVEL * 2 * CREATE_ITEMS * DELAYED_REFS_FACTOR
             if metadata_left < max(AT_RISK_CREATES * one_create, fig("total_bytes", m) // 10):
                 resource = "metadata"
-            if metadata_left < one_create:
+            full = metadata_left < one_create or (metadata_full and resource == "metadata")
+            if full:
                 available = 0
     size = int(raw_size / data_ratio)
     return BtrfsSpace(size=size, free=free, available=available, resource=resource,
-                      unallocated=unallocated, metadata_left=metadata_left)
+                      unallocated=unallocated, metadata_left=metadata_left,
+                      metadata_full=full)

@@ -104,3 +104,18 @@ def test_any_garbage_in_the_figures_is_an_error_or_an_estimate(bad: dict[str, st
     except KernelFormatError:
         return
     assert space.available <= space.free and space.available >= 0
+
+
+def test_metadata_stays_full_until_it_is_out_of_the_band_at_risk() -> None:
+    """What is left moves by a transaction's worth as btrfs commits: once full,
+    a little more room is not yet room (no flapping no-space and levels)."""
+    figures = load("single-metadata-full")[0]
+    used = int(figures["allocation/metadata/bytes_used"])
+    one_create = 16384 * 8 * 2 * 8 * 3  # at the sample's nodesize
+    a_bit_more = {**figures, "allocation/metadata/bytes_used": str(used - one_create)}
+    assert estimate(a_bit_more).metadata_full is False  # taken alone: room for one
+    kept = estimate(a_bit_more, metadata_full=True)
+    assert (kept.available, kept.resource, kept.metadata_full) == (0, "metadata", True)
+    much_more = {**figures, "allocation/metadata/bytes_used": str(used - 8 * one_create)}
+    freed = estimate(much_more, metadata_full=True)
+    assert freed.metadata_full is False and freed.available == freed.free > 0
