@@ -96,6 +96,9 @@ def test_raid1_filled_until_enospc_has_nothing_available(tmp_path: Path) -> None
         e = p.wait_for(p.named("no-space", resource="data"))
         assert e["details"]["source"] == "btrfs" and e["details"]["available"] == 0
         on_its_object(p, e, mnt)
+        os.sync()
+        time.sleep(2)  # some 20 more samples: still full, said once
+        assert len([x for x in p.events if x["name"] == "no-space" and x["fs"] == e["fs"]]) == 1
         upper = p.wait_for(p.named("threshold", level="upper", state="reached"))
         # On raid1 the size is half the devices', as df has it.
         assert upper["details"]["size"] == 128 * MIB
