@@ -4,6 +4,7 @@ loop-mounted btrfs (single, and raid1 over two loop devices)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -151,6 +152,7 @@ def test_steady_writes_show_their_rate_and_flat_is_not_filling(tmp_path: Path,
                 assert all(rate / 2 <= r <= 2 * rate for r in rates), rates
                 left = changed(steady, obj, "SecondsToFull")
                 assert all(s > 0 for s in left) and left[-1] < left[0], left
+                assert all(b <= 1.1 * a for a, b in itertools.pairwise(left)), left
                 rec.wait_for(lambda s: s.path == obj and s.member == "PropertiesChanged"
                              and s.body[0] == FS and "SecondsToFull" in s.body[1]
                              and s.body[1]["SecondsToFull"].value == -1.0, timeout=20)
