@@ -93,10 +93,17 @@ def parse_dump(text: str) -> dict[str, str]:
 
 
 def _int(figures: Mapping[str, str], key: str) -> int:
-    try:
-        return int(figures.get(key, "0"))
-    except ValueError:
+    """A byte count; 0 when the kernel has no such file."""
+    text = figures.get(key)
+    if text is None:
         return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise KernelFormatError(f"btrfs sysfs {key}: {text[:40]!r} is not a byte count")
+    return value
 
 
 def ratio(profile: str, devices: int) -> float:
