@@ -130,6 +130,7 @@ class Daemon:
         self.sampler = SpaceSampler(
             self.emit, self.engine.sample_targets, self._poll_delay,
             timeout=config.daemon.statvfs_timeout, check=self._check,
+            fstype_of=self._fstype_of,
         )
         self.fserror: Any = None
         self.kmsg: Any = None
@@ -225,6 +226,10 @@ class Daemon:
             self._deliver(self.engine.tick(self._now()))
 
         self._tick = self._loop.call_later(max(0.0, deadline - self._now()) + 0.001, tick)
+
+    def _fstype_of(self, dev: DevNum) -> str:
+        fs = self.engine.filesystems.get(dev)
+        return fs.fstype if fs is not None else ""
 
     def _poll_delay(self, dev: DevNum) -> float:
         d = self.config.daemon

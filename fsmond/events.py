@@ -102,7 +102,8 @@ class MountDelta:
 
 @record
 class SpaceSample:
-    """One statvfs of a file system, in bytes and inodes (already multiplied by f_frsize)."""
+    """One statvfs of a file system, in bytes and inodes (already multiplied by
+    f_frsize); on btrfs, size and space as btrfs's own accounting gives them."""
 
     device: DevNum
     size: int
@@ -112,6 +113,10 @@ class SpaceSample:
     files_free: int
     files_available: int
     block_size: int  # f_frsize, for levels given in blocks
+    # Which resource limits `available` where the file system can tell
+    # (btrfs: "data" or "metadata"); "" for plain statvfs.
+    resource: str = ""
+    source: str = "statvfs"  # or "btrfs": its own accounting (sources/btrfs_usage.py)
 
 
 @record

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fsmond.engine.enospc import EDQUOT, PATH_CALLS, Folded, Folds
+from fsmond.engine.fillrate import FillRate, seconds_to_full
 from fsmond.engine.thresholds import Levels, Threshold
 from fsmond.errors import TransitionError
 from fsmond.events import DevNum, KernelReport, SpaceSample, WriteFailure, record
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
 MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
-RATE_WEIGHT = 0.5  # weight of the newest interval in the fill-rate average
 
 
 class LevelSpec(Protocol):
@@ -107,7 +107,9 @@ class FileSystem:
     files_available: int = 0
     block_size: int = 0
     sampled_at: float | None = None
-    fill_rate: float = 0.0
+    space_source: str = "statvfs"  # "btrfs": figures from btrfs's own accounting
+    resource: str = ""  # what limits `available`, where the file system says (btrfs)
+    rate: FillRate = field(default_factory=FillRate)
     read_only: bool = False
     responsive: bool = True
     error_count: int = 0
@@ -116,7 +118,7 @@ class FileSystem:
     space: Threshold | None = None
     inodes: Threshold | None = None
     _no_space: bool = False
-    _rated: bool = False
+    _out_of: str = ""  # the resource the last sample-made no-space named
     _no_inodes: bool = False
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     _window: _ErrorWindow | None = None
@@ -138,8 +140,12 @@ class FileSystem:
         return 100.0 * self.available / self.size if self.size else 0.0
 
     @property
+    def fill_rate(self) -> float:
+        return self.rate.rate
+
+    @property
     def seconds_to_full(self) -> float:
-        return self.available / self.fill_rate if self.fill_rate > 0 else -1.0
+        return seconds_to_full(self.available, self.size, self.rate.rate)
 
     @property
     def level(self) -> str:
@@ -174,15 +180,10 @@ class FileSystem:
     # ------------------------------------------------------------ observations
 
     def on_sample(self, s: SpaceSample, now: float) -> list[Notice]:
-        if self.sampled_at is not None and now > self.sampled_at:
-            rate = (self.available - s.available) / (now - self.sampled_at)
-            # The first interval is the only evidence there is: averaging it
-            # with a made-up 0 would halve the first prediction.
-            weight = RATE_WEIGHT if self._rated else 1.0
-            self.fill_rate = weight * rate + (1 - weight) * self.fill_rate
-            self._rated = True
+        self.rate.add(now, s.available, s.size, s.block_size)
         self.sampled_at = now
         self.size, self.free, self.available = s.size, s.free, s.available
+        self.space_source, self.resource = s.source, s.resource
         self.files, self.files_free, self.files_available = s.files, s.files_free, s.files_available
         self.block_size = s.block_size
         if self.read_only:
@@ -208,14 +209,19 @@ class FileSystem:
         if inodes is not None:
             out += self._cross("inodes", inodes, self.files_available, self.files)
         if self.available == 0 and self.size > 0:
-            if not self._no_space:
+            # Said once; again only to name the resource when what said it
+            # first (a kernel message) could not.
+            if not self._no_space or (self.resource and self.resource != self._out_of):
                 self._no_space = True
-                out.append(
-                    Notice("warn", "no-space", {
-                        "available": 0, "size": self.size, "source": "statvfs"})
-                )
+                self._out_of = self.resource
+                details: dict[str, Any] = {
+                    "available": 0, "size": self.size, "source": self.space_source}
+                if self.resource:
+                    details["resource"] = self.resource
+                out.append(Notice("warn", "no-space", details))
         else:
             self._no_space = False
+            self._out_of = ""
         if self.files > 0 and self.files_available == 0:
             if not self._no_inodes:
                 self._no_inodes = True
@@ -249,12 +255,13 @@ class FileSystem:
 
     def next_poll_delay(self, interval: float, minimum: float) -> float:
         """Sooner than `interval` when the fill rate predicts a level crossing before it."""
-        if self.fill_rate <= 0 or self.space is None:
+        rate = self.rate.urgent
+        if rate <= 0 or self.space is None:
             return interval
         target = self.space.next_level_below(self.available)
         if target is None:
             target = 0
-        seconds = (self.available - target) / self.fill_rate
+        seconds = (self.available - target) / rate
         return max(minimum, min(interval, seconds / 2))
 
     def on_unresponsive(self, timeout: float) -> list[Notice]:
@@ -312,9 +319,11 @@ class FileSystem:
         details = folded.details()
         if folded.errno == EDQUOT:
             return Notice("warn", "quota-exceeded", details, pid=f.pid, comm=f.comm)
-        # Inodes are the RFC's metadata: a name could not be made without one.
+        # What the file system says limits it (btrfs), else: inodes are the
+        # RFC's metadata, as a name could not be made without one.
         out_of_inodes = self.files > 0 and self.files_available == 0
-        resource = "metadata" if f.syscall in PATH_CALLS and out_of_inodes else "data"
+        resource = self.resource or (
+            "metadata" if f.syscall in PATH_CALLS and out_of_inodes else "data")
         return Notice("warn", "no-space", {
             "available": self.available, "size": self.size, "resource": resource, **details},
             pid=f.pid, comm=f.comm)

@@ -14,6 +14,11 @@ killed, which is why threads are the only safe way to call it.
 The interval per file system comes from `delay_for(device)` (the engine's
 adaptive schedule: sooner when the fill rate predicts a level crossing).
 
+statvfs is not the truth on btrfs: there the same thread replaces its
+figures with btrfs's own accounting (sources/btrfs.py), so that metadata
+running out and RAID profiles are seen; `fstype_of(device)` says which file
+systems are btrfs.
+
 The path is a mount point, and its file system can be unmounted between the
 mount table and the call; statvfs then measures whatever the path shows
 instead. So after each statvfs the sampler asks whether the path still
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
+from fsmond.sources.btrfs import BtrfsReader
 
 if TYPE_CHECKING:
     from fsmond.sources.mountapi import Check
@@ -84,7 +90,11 @@ class SpaceSampler:
         max_threads: int = 16,
         check: Check | None = None,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+        fstype_of: Callable[[DevNum], str] | None = None,
+        btrfs: BtrfsReader | None = None,
     ) -> None:
+        self._fstype_of = fstype_of
+        self._btrfs = btrfs or BtrfsReader()
         self._statvfs = statvfs
         self._emit = emit
         self._targets = targets
@@ -93,7 +103,7 @@ class SpaceSampler:
         self._base_workers = workers
         self.max_threads = max(workers, max_threads)
         self._check = check
-        self._jobs: queue.SimpleQueue[tuple[DevNum, str, int] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[DevNum, str, int, str] | None] = queue.SimpleQueue()
         self._due: dict[DevNum, float] = {}
         self._flights: dict[DevNum, _Flight] = {}
         self._busy: dict[int, DevNum] = {}  # worker thread ident -> device in its call
@@ -135,6 +145,7 @@ class SpaceSampler:
         for dev in list(self._due):
             if dev not in targets:
                 del self._due[dev]
+        self._btrfs.forget(set(targets))
         wait = self.timeout
         for dev, (path, mnt_id) in targets.items():
             flight = self._flights.get(dev)
@@ -153,7 +164,8 @@ class SpaceSampler:
             due = self._due.setdefault(dev, now)
             if due <= now:
                 self._flights[dev] = _Flight()
-                self._jobs.put((dev, path, mnt_id))
+                fstype = self._fstype_of(dev) if self._fstype_of is not None else ""
+                self._jobs.put((dev, path, mnt_id, fstype))
             else:
                 wait = min(wait, due - now)
         return wait
@@ -177,7 +189,7 @@ class SpaceSampler:
     def _work(self) -> None:
         me = threading.get_ident()
         while (job := self._jobs.get()) is not None:
-            dev, path, mnt_id = job
+            dev, path, mnt_id, fstype = job
             self._busy[me] = dev
             flight = self._flights.get(dev)
             if flight is not None:
@@ -192,6 +204,8 @@ class SpaceSampler:
                         # Unmounted (or mounted over) since the mount table said
                         # so: the numbers are of whatever the path shows now.
                         result = OSError(errno.ESTALE, "the path shows another file system")
+                if fstype == "btrfs" and isinstance(result, SpaceSample):
+                    result = self._btrfs.sample(result, path)
             except OSError as e:
                 result = e
             finally:

@@ -292,6 +292,60 @@ def test_fill_rate_and_adaptive_poll_delay() -> None:
     assert fs.next_poll_delay(5.0, 0.1) == 5.0
 
 
+def test_btrfs_metadata_running_out_is_no_space_with_the_resource() -> None:
+    """btrfs's own figures: data has room (free) but metadata cannot take
+    another file, so available is 0 and the event says which resource."""
+    e, _ = started()
+    fs = e.filesystems[DEV]
+    room = dataclasses.replace(sample(20), source="btrfs", resource="metadata")
+    assert ("warn", "no-space") not in names(e.process(room, 1))
+    full = dataclasses.replace(room, available=0)
+    ev = [x for x in e.process(full, 2) if x.name == "no-space"]
+    assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "btrfs",
+                                        "resource": "metadata"}]
+    assert fs.free == room.free and fs.seconds_to_full == 0.0
+    assert [x for x in e.process(full, 3) if x.name == "no-space"] == []  # once
+
+
+def test_a_kernel_no_space_first_does_not_hide_which_resource_ran_out() -> None:
+    e, _ = started()
+    e.process(sample(20), 1)
+    said = e.process(KernelReport("no-space", "kmsg", DEV, message="ENOSPC"), 2)
+    assert names(said) == [("warn", "no-space")]
+    full = dataclasses.replace(sample(0), source="btrfs", resource="metadata")
+    ev = [x for x in e.process(full, 3) if x.name == "no-space"]
+    assert [x.details["resource"] for x in ev] == ["metadata"]
+    assert [x for x in e.process(full, 4) if x.name == "no-space"] == []
+
+
+def test_a_plain_statvfs_no_space_names_no_resource() -> None:
+    e, _ = started()
+    ev = [x for x in e.process(sample(0), 1) if x.name == "no-space"]
+    assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "statvfs"}]
+
+
+@given(st.integers(1, 64), st.integers(2, 20))
+def test_a_steady_fill_in_steps_is_seen_at_its_rate_on_every_poll(mib_s: int, every: int) -> None:
+    """statvfs moving in steps (every `every` polls of 0.1 s), as on btrfs: once
+    5 s of samples are in, FillRate stays near the true rate and SecondsToFull
+    goes down, instead of swinging between a burst and nothing."""
+    e, _ = started()
+    fs = e.filesystems[DEV]
+    size, rate = 1 << 40, mib_s << 20
+    for i in range(200):
+        t = i / 10
+        moved = int(rate * (t - t % (every / 10)))  # the figure jumps every `every` polls
+        s = SpaceSample(DEV, size, size // 2 - moved, size // 2 - moved, 0, 0, 0, 4096)
+        e.process(s, t)
+        if t >= 6:
+            assert 0.75 * rate <= fs.fill_rate <= 1.25 * rate, (t, fs.fill_rate)
+            assert 0 < fs.seconds_to_full < (size // 2 - moved) / (0.75 * rate)
+    flat = SpaceSample(DEV, size, 1 << 30, 1 << 30, 0, 0, 0, 4096)
+    for t in (30.0, 31.0, 40.0):
+        e.process(flat, t)
+    assert fs.seconds_to_full == -1.0
+
+
 def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
     e, _ = started()
     assert [ev.details["level"] for ev in e.process(sample(8), 1)] == ["lower"]
