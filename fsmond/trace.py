@@ -21,6 +21,7 @@ from fsmond.events import (
     ErrorHistory,
     Event,
     KernelReport,
+    Members,
     MountDelta,
     MountEntry,
     MountSnapshot,
@@ -33,7 +34,7 @@ from fsmond.events import (
 
 TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     MountSnapshot, MountDelta, SpaceSample, Unresponsive, Responsive, SuperOptions,
-    KernelReport, ErrorHistory, DeviceChange)}
+    KernelReport, ErrorHistory, DeviceChange, Members)}
 
 
 def encode(obs: Observation, now: float) -> str:
@@ -56,6 +57,8 @@ def decode(line: str) -> tuple[float, Observation]:
                 "changed": tuple(_entry(e) for e in data["changed"])}
     elif data.get("device") is not None:
         data["device"] = tuple(data["device"])
+    if cls is Members:
+        data["members"] = tuple(tuple(m) for m in data["members"])
     return float(rec["t"]), cls(**data)
 
 
