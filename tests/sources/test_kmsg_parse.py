@@ -106,6 +106,13 @@ def test_captured_btrfs_metadata_full_names_the_resource() -> None:
     assert flags("btrfs-enospc.captured")[0] == (False, False, "metadata")
 
 
+def test_captured_btrfs_raid1_scrub_repairing_one_mirror() -> None:
+    """A data block overwritten on the second device of a raid1, then scrub:
+    the errors name the file system by its first device, the bad one in the text."""
+    got = [k for k in kinds("btrfs-raid1-scrub.captured") if k is not None]
+    assert got == [("error", "loop0", 0, "")] * 2
+
+
 def test_captured_xfs_crc_error_metadata_io_error_and_shutdown() -> None:
     """A directory block corrupted on disk, read; then `xfs_io -x -c shutdown`.
     The hex dump of the bad buffer and "Unmount and run xfs_repair" are not
@@ -128,6 +135,7 @@ def test_a_rule_is_tried_on_every_text_its_pattern_matches() -> None:
                                               "block-nospc.captured", "transcribed.txt",
                                               "btrfs-forced-ro.captured",
                                               "btrfs-enospc.captured",
+                                              "btrfs-raid1-scrub.captured",
                                               "xfs-corrupt-shutdown.captured")
              for r in records(name)]
     for _kind, starts, rule in RULES:
