@@ -107,12 +107,12 @@ def physical_copies(dev: str, logical: int) -> list[tuple[str, int]]:
 
 
 @contextmanager
-def corrupted_btrfs(tmp_path: Path, mount_point: Path) -> Iterator[tuple[Path, str]]:
-    """A mounted btrfs whose extent tree has a leaf broken in both copies;
-    the next delete that reaches it aborts the transaction (forced read-only).
-    Yields (mount point, loop device)."""
-    with ExitStack() as stack:
-        (dev,) = stack.enter_context(loop_devices([tmp_path / "broken.img"], 256))
+def broken_btrfs(tmp_path: Path, mount_point: Path) -> Iterator[str]:
+    """An unmounted btrfs (files `f*` in it) whose extent tree has a leaf broken
+    in both copies: once mounted, the next delete that reaches the leaf aborts
+    the transaction (forced read-only). Yields its loop device; `mount_point`
+    is used while it is made."""
+    with loop_devices([tmp_path / "broken.img"], 256) as (dev,):
         mkfs_btrfs([dev], "-n", "4096")  # small leaves: many of them
         with mounted(dev, mount_point) as m:
             for i in range(400):  # not inline (over 2 KiB): each one an extent item
@@ -125,7 +125,14 @@ def corrupted_btrfs(tmp_path: Path, mount_point: Path) -> Iterator[tuple[Path, s
         for where, offset in copies:
             overwrite(where, offset + 200)
         drop_caches()
-        yield stack.enter_context(mounted(dev, mount_point)), dev
+        yield dev
+
+
+@contextmanager
+def corrupted_btrfs(tmp_path: Path, mount_point: Path) -> Iterator[tuple[Path, str]]:
+    """broken_btrfs, mounted: yields (mount point, loop device)."""
+    with broken_btrfs(tmp_path, mount_point) as dev, mounted(dev, mount_point) as m:
+        yield m, dev
 
 
 def break_btrfs(mount_point: Path) -> None:
