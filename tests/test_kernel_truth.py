@@ -144,6 +144,9 @@ def test_an_xfs_shutdown_is_an_error_with_its_reason_and_read_only(tmp_path: Pat
             assert (d["function"], d["errno"]) == ("xfs_fs_goingdown", 5)
             assert "Shutting down filesystem" in d["message"]
             assert ro["mount_point"] == str(m)
+            run("umount", str(m))  # a shut-down xfs still unmounts
+            gone = p.wait_for(on(dev, "unmounted"))
+            assert gone["fs"] == fs_path(dev)
 
 
 def test_xfs_metadata_crc_errors_are_recognised_and_each_event_is_one_report(

@@ -337,5 +337,7 @@ def test_a_btrfs_forced_read_only_is_its_object_s_state_under_the_unit(
             ours = [e for e in events() if e["fs"] == obj and e["class"] == "err"]
             assert {"read-only", "error"} <= {e["name"] for e in ours}
             assert all(e["mount_point"] == "/mnt/b" for e in ours)
+            assert [e["fs"] for e in events() if e["name"] == "mounted"
+                    and e["mount_point"] == "/mnt/b"] == [obj]
         finally:
             c.run("umount", "/mnt/b", check=False)
