@@ -84,12 +84,17 @@ def parse_kmsg(record: bytes) -> KmsgRecord:
 _DEV = r"(?P<dev>[\w.:+-]+?)"
 _EXT = ("EXT2-fs", "EXT3-fs", "EXT4-fs")
 _BLOCK = ("blk_update_request: ", "I/O error", "critical ")
-_BTRFS_DEV = rf"\(device {_DEV}(?: state \w+)?\)"
+_BTRFS_DEV = rf"\(device {_DEV}(?: state (?P<state>\w+))?\)"
 # Rule kinds beyond the three a report has: "shutdown" is an error that also
 # made the file system read-only (one XFS line says both); "abort" is an
 # error that follows another of the same file system (jbd2 aborts the journal
 # right after the ext4 error that caused it), so it adds nothing to a count
-# that is still open, yet counts when it comes alone.
+# that is still open, yet counts when it comes alone. btrfs says it in its
+# lines: "state E..." means the file system already had an error (what is
+# printed then is that error's aftermath), and "bdev ... errs: ..." is the
+# device's error counters printed after each error. Its "Transaction aborted
+# (error -N)" only announces the "error ... in <function>" line that always
+# follows it: "skip" rules match to say a line is nothing of its own.
 # (kind, the literal starts its pattern can match, pattern); the first rule
 # that matches wins, so the specific come first.
 RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
@@ -116,6 +121,7 @@ RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
         ("error", ("XFS (",), rf"XFS \({_DEV}\): metadata I/O error in \"(?P<func>\w+)[^\"]*\".* "
                               r"error (?P<errno>\d+)"),
         ("read-only", ("BTRFS",), rf"BTRFS(?: \w+)? {_BTRFS_DEV}: forced readonly"),
+        ("skip", ("BTRFS",), rf"BTRFS(?: error)? {_BTRFS_DEV}: Transaction aborted \(error"),
         ("no-space", ("BTRFS warning",), rf"BTRFS warning {_BTRFS_DEV}: ENOSPC"),
         # Printed with the enospc_debug mount option when a reservation fails.
         ("no-space", ("BTRFS info",),
@@ -140,6 +146,8 @@ def classify(rec: KmsgRecord) -> Classified | None:
     for kind, starts, rule in RULES:
         if not text.startswith(starts) or (m := rule.match(text)) is None:
             continue
+        if kind == "skip":
+            return None
         groups = m.groupdict()
         errno = int(groups["errno"]) if groups.get("errno") else 0
         why = groups.get("why") or ""
@@ -158,7 +166,9 @@ def classify(rec: KmsgRecord) -> Classified | None:
             devname=groups["dev"], device=_device_prop(rec.props),
             errno=errno, function=groups.get("func") or "",
             comm=(groups.get("comm") or "").strip(), message=rec.text,
-            read_only=kind == "shutdown", follows=kind == "abort",
+            read_only=kind == "shutdown",
+            follows=kind == "abort" or "E" in (groups.get("state") or "")
+            or (text.startswith("BTRFS") and ": bdev " in text and " errs: " in text),
             resource=(groups.get("res") or "").lower(),
         )
     return None

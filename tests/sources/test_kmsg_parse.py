@@ -88,17 +88,21 @@ def test_captured_ext4_journal_abort_follows_the_error_it_belongs_to() -> None:
 def test_captured_btrfs_extent_tree_corruption_to_forced_read_only() -> None:
     """Both copies of an extent-tree leaf corrupted on disk, then a delete:
     the checksum warnings (a mirror could still have repaired them) are not
-    errors; the abort, its errors and "forced readonly" are."""
-    got = [k for k in kinds("btrfs-forced-ro.captured") if k is not None]
+    errors; "Transaction aborted" only announces the line that names the
+    function; what comes in state E (the file system already failed) follows
+    that error; "forced readonly" is the read-only."""
+    got = [(k, f) for k, f in zip(kinds("btrfs-forced-ro.captured"),
+                                  flags("btrfs-forced-ro.captured"), strict=True)
+           if k is not None]
     assert got == [
-        ("error", "loop1", 5, ""),  # Transaction aborted (error -5)
-        ("error", "loop1", 5, "__btrfs_free_extent"),
-        ("read-only", "loop1", 0, ""),
-        ("error", "loop1", 5, ""),  # failed to run delayed ref ...: -5
-        ("error", "loop1", 5, "btrfs_run_delayed_refs"),
+        (("error", "loop1", 5, "__btrfs_free_extent"), (False, False, "")),
+        (("read-only", "loop1", 0, ""), (False, True, "")),
+        (("error", "loop1", 5, ""), (False, True, "")),  # failed to run delayed ref ...: -5
+        (("error", "loop1", 5, "btrfs_run_delayed_refs"), (False, True, "")),
     ]
     texts = [parse_kmsg(r).text for r in records("btrfs-forced-ro.captured")]
     assert any("checksum verify failed" in t for t in texts)
+    assert any("Transaction aborted (error -5)" in t for t in texts)
 
 
 def test_captured_btrfs_metadata_full_names_the_resource() -> None:
@@ -108,9 +112,13 @@ def test_captured_btrfs_metadata_full_names_the_resource() -> None:
 
 def test_captured_btrfs_raid1_scrub_repairing_one_mirror() -> None:
     """A data block overwritten on the second device of a raid1, then scrub:
-    the errors name the file system by its first device, the bad one in the text."""
-    got = [k for k in kinds("btrfs-raid1-scrub.captured") if k is not None]
-    assert got == [("error", "loop0", 0, "")] * 2
+    the error names the file system by its first device, the bad one in the
+    text; the device's error counters printed after it follow it."""
+    got = [(k, f) for k, f in zip(kinds("btrfs-raid1-scrub.captured"),
+                                  flags("btrfs-raid1-scrub.captured"), strict=True)
+           if k is not None]
+    assert got == [(("error", "loop0", 0, ""), (False, False, "")),
+                   (("error", "loop0", 0, ""), (False, True, ""))]
 
 
 def test_captured_xfs_crc_error_metadata_io_error_and_shutdown() -> None:
