@@ -94,7 +94,11 @@ _BTRFS_DEV = rf"\(device {_DEV}(?: state (?P<state>\w+))?\)"
 # printed then is that error's aftermath), and "bdev ... errs: ..." is the
 # device's error counters printed after each error. Its "Transaction aborted
 # (error -N)" only announces the "error ... in <function>" line that always
-# follows it: "skip" rules match to say a line is nothing of its own.
+# follows it: "skip" rules match to say a line is nothing of its own. XFS
+# reports a metadata buffer that failed its verifier ("Metadata CRC error
+# detected", "Metadata corruption detected") and then, as the read fails,
+# "metadata I/O error ... error 74" (or 117) for the same buffer: that
+# follows too; with another errno (5: the disk failed) it is an error of its own.
 # (kind, the literal starts its pattern can match, pattern); the first rule
 # that matches wins, so the specific come first.
 RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
@@ -136,6 +140,7 @@ RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
 # errno of an XFS report that names none: what the kernel returns for it
 # (xfs's EFSBADCRC is EBADMSG, EFSCORRUPTED is EUCLEAN).
 _WHY_ERRNO = {"CRC": 74, "corruption": 117, "Corruption": 117}
+_VERIFIER_ERRNOS = (74, 117)
 
 
 def classify(rec: KmsgRecord) -> Classified | None:
@@ -168,7 +173,9 @@ def classify(rec: KmsgRecord) -> Classified | None:
             comm=(groups.get("comm") or "").strip(), message=rec.text,
             read_only=kind == "shutdown",
             follows=kind == "abort" or "E" in (groups.get("state") or "")
-            or (text.startswith("BTRFS") and ": bdev " in text and " errs: " in text),
+            or (text.startswith("BTRFS") and ": bdev " in text and " errs: " in text)
+            or (text.startswith("XFS") and "metadata I/O error" in text
+                and errno in _VERIFIER_ERRNOS),
             resource=(groups.get("res") or "").lower(),
         )
     return None

@@ -132,8 +132,13 @@ def test_captured_xfs_crc_error_metadata_io_error_and_shutdown() -> None:
         ("error", "loop1", 74, "xfs_da_read_buf"),
         ("error", "loop1", 5, "xfs_fs_goingdown"),
     ]
-    shutdown = [f for f in flags("xfs-corrupt-shutdown.captured") if f is not None][-1]
-    assert shutdown == (True, False, "")
+    got_flags = [f for f in flags("xfs-corrupt-shutdown.captured") if f is not None]
+    # the failed read's I/O error is the verifier's report's aftermath
+    assert got_flags == [(False, False, ""), (False, False, ""), (False, True, ""),
+                         (True, False, "")]
+    disk = parse_kmsg(b'1,1,1,-;XFS (sdd1): metadata I/O error in "xfs_imap_to_bp+0x5e/0xa0" '
+                      b"at daddr 0x40 len 32 error 5\n")
+    assert (c := classify(disk)) is not None and not c.follows  # the disk failed: its own
 
 
 def test_a_rule_is_tried_on_every_text_its_pattern_matches() -> None:
