@@ -233,10 +233,15 @@ class Daemon:
         """In a worker thread: a btrfs' UUID (an ioctl on its mount point) and members."""
         from fsmond.sources.members import btrfs_fsid, btrfs_members
 
-        fsid = btrfs_fsid(path)
-        if fsid is None or self._loop is None:
+        try:
+            fsid = btrfs_fsid(path)
+        except OSError as e:
+            # Its kernel messages name member devices: they will reach no object.
+            log.warning("cannot tell the devices of the btrfs at %s: %s", path, e)
             return
         members = btrfs_members(fsid)
+        if self._loop is None:
+            return
 
         def done() -> None:
             if dev in self.engine.filesystems:

@@ -40,20 +40,19 @@ def parse_devnum(text: bytes) -> DevNum | None:
     return int(major), int(minor)
 
 
-def btrfs_fsid(path: str) -> str | None:
-    """The UUID of the btrfs mounted at `path` (None if it is not one any more)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        return None
+def btrfs_fsid(path: str) -> str:
+    """The UUID of the btrfs mounted at `path`; OSError when it cannot be read
+    (unmounted meanwhile, or something refused the ioctl)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         buf = bytearray(_FS_INFO_SIZE)
         fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
-        return parse_fs_info_fsid(bytes(buf))
-    except (OSError, ValueError):
-        return None
     finally:
         os.close(fd)
+    try:
+        return parse_fs_info_fsid(bytes(buf))
+    except ValueError as e:
+        raise OSError(f"btrfs fs_info of {path}: {e}") from e
 
 
 def btrfs_members(fsid: str, sysfs: str = SYSFS_BTRFS) -> tuple[DevNum, ...]:
