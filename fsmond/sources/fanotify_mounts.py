@@ -28,12 +28,17 @@ longer know it, and a remount made just before the unmount is lost unless
 the sweep got there first. So a lone attach or detach does not delay the
 sweep (it used to wait STORM_QUIET after any of them, and `mount; mount -o
 remount,ro; umount` within half a second reported no remount); only a storm
-does: STORM_BATCHES batches in a row, each within STORM_GAP of the last.
+does: STORM_EVENTS attaches and detaches or more, none STORM_QUIET after the
+one before. That is for tables of up to EARLY_READ_MAX mounts: a larger
+one's sweep still waits for STORM_QUIET after any attach or detach.
 With a small table, mountinfo is even read in the POLLPRI callback itself
 (no thread hop: `umount` run right after `mount -o remount` follows within
 a few milliseconds), and a suspect that statmount no longer finds is taken
-as its line shows it. If the unmount comes before mountinfo is read, the
-remount is lost still: the kernel keeps nothing of a detached mount to ask.
+as its line shows it. A large table's sweep also waits SWEEP_DELAY first,
+as it always did: a read of it costs tens of milliseconds (it cannot win
+that race anyway), and the wait lets a storm's first batches show. If the
+unmount comes before mountinfo is read, the remount is lost still: the
+kernel keeps nothing of a detached mount to ask.
 """
 
 from __future__ import annotations
@@ -52,10 +57,12 @@ from fsmond.sources.mountinfo import mountinfo_path, parse_line
 
 log = logging.getLogger(__name__)
 
+SWEEP_DELAY = 0.05  # before a sweep of a large table, for a storm to show itself
 STORM_QUIET = 0.5  # no attach/detach for this long: the storm is over
 SWEEP_MAX_WAIT = 5.0  # but a sweep waits no longer than this for the storm's end
-STORM_GAP = 0.05  # a change this soon after the last batch: gather, maybe a storm
-STORM_BATCHES = 8  # this many such batches in a row: a storm (a few commands are not)
+STORM_GAP = 0.05  # a change this soon after the last batch: in a storm
+STORM_EVENTS = 64  # this many attaches/detaches without a quiet spell: a storm
+# (a script's few mount commands are not one)
 # In a storm, a batch gathers this long before it is read. 10 ms made batches
 # of ~30 mounts in the bench's storm; 50 ms took 9% less CPU (nine runs each,
 # BENCHMARKS.md), with the lag after the storm unchanged within the noise.
@@ -87,7 +94,7 @@ class FanotifyMountSource:
         self.batches = 0
         self.unreachable = 0  # attached mounts left out: no path reaches them
         self._last_event = 0.0
-        self._burst = 0  # batches in a row that followed the one before within STORM_GAP
+        self._recent = 0  # attaches/detaches since the last quiet spell (STORM_QUIET)
         self._sweep_wanted = asyncio.Event()
         self._watch_pollpri: Callable[[], None] = lambda: None
         self._unwatch_pollpri: Callable[[], object] = lambda: None
@@ -158,9 +165,7 @@ class FanotifyMountSource:
                 while True:
                     await readable.wait()
                     readable.clear()
-                    quick = time.monotonic() - self._last_event < STORM_GAP
-                    self._burst = self._burst + 1 if quick else 0
-                    if quick:
+                    if time.monotonic() - self._last_event < STORM_GAP:
                         # A storm: let a batch gather, so that one statmount
                         # pass, engine pass and D-Bus write serve many mounts
                         # (one each cost ~100 us of Python per mount). A lone
@@ -178,7 +183,7 @@ class FanotifyMountSource:
 
     def _on_pollpri(self, ep: select.epoll) -> None:
         ep.poll(0)  # the loop's epoll already consumed POLLPRI; being called is the news
-        if self._burst < STORM_BATCHES and len(self._known) <= EARLY_READ_MAX:
+        if not self._storm() and len(self._known) <= EARLY_READ_MAX:
             self._early = mountapi.read_all(self._mi)
         # Stop listening until the sweep is done: in a storm every change would
         # wake us, and the sweep sees them all anyway. Changes made meanwhile
@@ -186,11 +191,24 @@ class FanotifyMountSource:
         self._unwatch_pollpri()
         self._sweep_wanted.set()
 
+    def _storm(self) -> bool:
+        """Attaches/detaches keep coming: a sweep now would be followed by
+        more. With a large table any of them counts (as before: its sweep
+        costs tens of milliseconds and cannot win the race with an unmount);
+        with a small one, only many of them."""
+        if time.monotonic() - self._last_event >= STORM_QUIET:
+            return False
+        return self._recent >= STORM_EVENTS or len(self._known) > EARLY_READ_MAX
+
     async def _read_batch(self, fd: int) -> None:
         events = mountapi.read_mount_events(fd)
         if not events:
             return
-        self._last_event = time.monotonic()
+        now = time.monotonic()
+        if now - self._last_event >= STORM_QUIET:
+            self._recent = 0
+        self._recent += len(events)
+        self._last_event = now
         self.batches += 1
         if any(kind == "overflow" for kind, _ in events):
             self.overflows += 1
@@ -218,13 +236,14 @@ class FanotifyMountSource:
         while True:
             await self._sweep_wanted.wait()
             due = due or time.monotonic() + SWEEP_MAX_WAIT
+            if len(self._known) > EARLY_READ_MAX:
+                await asyncio.sleep(SWEEP_DELAY)
             # Wait out an attach/detach storm: its POLLPRIs are explained by the
             # events; a remount inside it is caught by the one sweep after it.
             # But not for ever: under churn that never pauses, a remount would
             # never be seen.
             quiet = time.monotonic() - self._last_event
-            storm = self._burst >= STORM_BATCHES
-            if storm and quiet < STORM_QUIET and time.monotonic() < due:
+            if self._storm() and time.monotonic() < due:
                 await asyncio.sleep(min(STORM_QUIET - quiet, due - time.monotonic()))
                 continue
             due = 0.0
@@ -259,7 +278,16 @@ class FanotifyMountSource:
     async def _sweep(self) -> None:
         self.sweeps += 1
         early, self._early = self._early, None
-        seen = await asyncio.to_thread(self._seen_in_new_lines, early)
+        if early is not None:
+            # The table as the change left it; then as it is now: listening
+            # again (before this sweep) polls away the POLLPRI of a change
+            # made since the early read, so only a read now shows that one.
+            await self._sweep_text(early)
+        await self._sweep_text(None)
+
+    async def _sweep_text(self, text: bytes | None) -> None:
+        """Compare mountinfo (`text`, or read now) with what is known."""
+        seen = await asyncio.to_thread(self._seen_in_new_lines, text)
         # A line is new when its mount is new or changed: after a storm that is
         # every line, and all but the changed ones show what the attach's
         # statmount found. Known ones only, as known after the read: a mount
