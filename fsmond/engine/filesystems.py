@@ -37,9 +37,10 @@ from fsmond.events import DevNum, KernelReport, SpaceSample, record
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
 MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
-# Longer than the mount backends take to report a remount outside a mount
-# storm (a sweep or a mountinfo re-read right after the change).
-RO_GRACE = 2.0  # seconds a superblock's new `ro` waits for the remount that explains it
+# Longer than a mount backend may take to report a remount: at once outside
+# a mount storm, but the fanotify backend's sweep waits up to 5 s for a storm
+# to end. A forced read-only is known sooner from kmsg, where there is kmsg.
+RO_GRACE = 6.0  # seconds a superblock's new `ro` waits for the remount that explains it
 RATE_WEIGHT = 0.5  # weight of the newest interval in the fill-rate average
 
 
