@@ -146,8 +146,12 @@ def break_btrfs(mount_point: Path) -> None:
 
 
 @contextmanager
-def corrupted_xfs_dir(tmp_path: Path, mount_point: Path) -> Iterator[tuple[Path, str]]:
-    """A mounted xfs whose directory `d` has its (single) block overwritten on disk."""
+def corrupted_xfs_dir(tmp_path: Path, mount_point: Path,
+                      how: str = "crc") -> Iterator[tuple[Path, str]]:
+    """A mounted xfs whose directory `d` has its (single) block broken on
+    disk: overwritten ("crc": its checksum no longer matches), or given a
+    wrong magic number with a checksum that matches ("magic", by xfs_db,
+    past its verifier: a structure error, not a checksum one)."""
     with ExitStack() as stack:
         (dev,) = stack.enter_context(loop_devices([tmp_path / "xfs.img"], 320))
         run("mkfs.xfs", "-q", "-f", dev)
@@ -156,6 +160,12 @@ def corrupted_xfs_dir(tmp_path: Path, mount_point: Path) -> Iterator[tuple[Path,
             for i in range(40):  # past short form: a directory block of its own
                 (m / "d" / f"file_with_a_longish_name_{i}").touch()
             ino = os.stat(m / "d").st_ino
+        if how == "magic":
+            run("xfs_db", "-x", "-c", f"inode {ino}", "-c", "dblock 0",
+                "-c", "write -d bhdr.hdr.magic 0x12345678", dev)
+            drop_caches()
+            yield stack.enter_context(mounted(dev, mount_point)), dev
+            return
         bmap = run("xfs_db", "-r", "-c", f"inode {ino}", "-c", "bmap", dev)
         block = re.search(r"startblock (\d+)", bmap).group(1)  # type: ignore[union-attr]
         # A file-system block number encodes the allocation group: xfs_db converts.

@@ -153,6 +153,23 @@ def test_an_xfs_shutdown_is_an_error_with_its_reason_and_read_only(tmp_path: Pat
             assert gone["fs"] == fs_path(dev)
 
 
+def test_xfs_metadata_corruption_is_recognised(tmp_path: Path) -> None:
+    """A directory block with a wrong magic and a right checksum: the
+    verifier's "Metadata corruption detected" (EFSCORRUPTED) is the error."""
+    require_filesystem("xfs")
+    with corrupted_xfs_dir(tmp_path, tmp_path / "x", how="magic") as (m, _loop):
+        dev = superblock_device(m)
+        with fsmond(config(tmp_path, m)) as p:
+            p.wait_for(on(dev, "watch-added"))
+            with pytest.raises(OSError):
+                os.listdir(m / "d")
+            err = p.wait_for(lambda e: on(dev, "error")(e) and "Metadata corruption detected"
+                             in e["details"]["message"])
+            d = err["details"]
+            assert d["errno"] == 117 and d["function"].startswith("xfs_dir3_")
+            assert d["function"] in d["message"] and err["fs"] == fs_path(dev)
+
+
 def test_xfs_metadata_crc_errors_are_recognised_and_each_event_is_one_report(
         tmp_path: Path) -> None:
     require_filesystem("xfs")

@@ -141,6 +141,19 @@ def test_captured_xfs_crc_error_metadata_io_error_and_shutdown() -> None:
     assert (c := classify(disk)) is not None and not c.follows  # the disk failed: its own
 
 
+def test_captured_xfs_wrong_magic_with_a_right_checksum() -> None:
+    """A directory block's magic changed by xfs_db (its checksum made to
+    match), then listed: readahead's verifier finds the structure wrong."""
+    got = [(k, f) for k, f in zip(kinds("xfs-bad-magic.captured"),
+                                  flags("xfs-bad-magic.captured"), strict=True)
+           if k is not None]
+    assert got == [
+        (("error", "loop1", 117, "xfs_dir3_data_reada_verify"), (False, False, "")),
+        (("error", "loop1", 74, "xfs_dir3_block_read_verify"), (False, False, "")),
+        (("error", "loop1", 74, "xfs_da_read_buf"), (False, True, "")),
+    ]
+
+
 def test_a_rule_is_tried_on_every_text_its_pattern_matches() -> None:
     """Each rule names the starts it can match, so that a text is only tried
     against the rules it could fit: a wrong start would hide a kind."""
@@ -149,7 +162,8 @@ def test_a_rule_is_tried_on_every_text_its_pattern_matches() -> None:
                                               "btrfs-forced-ro.captured",
                                               "btrfs-enospc.captured",
                                               "btrfs-raid1-scrub.captured",
-                                              "xfs-corrupt-shutdown.captured")
+                                              "xfs-corrupt-shutdown.captured",
+                                              "xfs-bad-magic.captured")
              for r in records(name)]
     for _kind, starts, rule in RULES:
         matched = [t for t in texts if rule.match(t)]
