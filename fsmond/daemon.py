@@ -26,7 +26,16 @@ from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watc
 from fsmond.engine.core import Engine, Updates
 from fsmond.engine.filesystems import MERGE_WAIT
 from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
-from fsmond.events import DevNum, ErrorHistory, Event, Observation, fs_object_path
+from fsmond.events import (
+    DeviceChange,
+    DevNum,
+    ErrorHistory,
+    Event,
+    KernelReport,
+    Members,
+    Observation,
+    fs_object_path,
+)
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
 from fsmond.sources.space import SpaceSampler
@@ -135,6 +144,8 @@ class Daemon:
         self.fserror: Any = None
         self.kmsg: Any = None
         self.enospc: Any = None  # the ENOSPC trace, armed while a file system is at risk
+        self._fsids: dict[DevNum, str] = {}  # btrfs file system -> its UUID (sysfs name)
+        self._strangers: set[DevNum] = set()  # devices of no file system, as of the last look
         self.mount_source = make_mount_source(
             config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
 
@@ -146,6 +157,8 @@ class Daemon:
         if loop is not None and threading.get_ident() != self._thread:
             loop.call_soon_threadsafe(self.emit, obs)
             return
+        if isinstance(obs, KernelReport | DeviceChange) and obs.device is not None:
+            self._look_for_members(obs.device)
         now = self._now()
         if self.tracer is not None:
             self.tracer.write(obs, now + self.engine.wall_offset)  # replayed on wall time
@@ -197,6 +210,7 @@ class Daemon:
         for dev in updates.fs_added:
             self._start_error_watch(dev)
         for dev in updates.fs_removed:
+            self._fsids.pop(dev, None)
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
         if self.enospc is not None:
@@ -204,11 +218,50 @@ class Daemon:
         for listener in self.update_listeners:
             listener(updates)
 
+    def _look_for_members(self, device: DevNum) -> None:
+        """A report names a device no file system owns: a device added to a
+        btrfs since its members were read? sysfs says (cheap, never hangs);
+        once per device until the file systems change."""
+        if device in self._strangers or self.engine.owner_of(device) is not None:
+            return
+        from fsmond.sources.members import btrfs_members
+
+        for dev, fsid in self._fsids.items():
+            members = btrfs_members(fsid)
+            if device in members:
+                self.emit(Members(dev, members))
+                return
+        self._strangers.add(device)
+
+    def _read_members(self, dev: DevNum, path: str) -> None:
+        """In a worker thread: a btrfs' UUID (an ioctl on its mount point) and members."""
+        from fsmond.sources.members import btrfs_fsid, btrfs_members
+
+        try:
+            fsid = btrfs_fsid(path)
+        except OSError as e:
+            # Its kernel messages name member devices: they will reach no object.
+            log.warning("cannot tell the devices of the btrfs at %s: %s", path, e)
+            return
+        members = btrfs_members(fsid)
+        if self._loop is None:
+            return
+
+        def done() -> None:
+            if dev in self.engine.filesystems:
+                self._fsids[dev] = fsid
+                self._strangers.clear()
+                self.emit(Members(dev, members))
+
+        self._loop.call_soon_threadsafe(done)
+
     def _start_error_watch(self, dev: DevNum) -> None:
         fs = self.engine.filesystems.get(dev)
         if fs is None or not fs.mount_points:
             return
         top = self.engine.visible_mount(dev)
+        if fs.fstype == "btrfs" and top is not None and self._loop is not None:
+            self._loop.run_in_executor(None, self._read_members, dev, top.mount_point)
         if self.fserror is not None and top is not None:
             self.fserror.watch(dev, top.mount_point, top.mount_id)
         if fs.fstype in ("ext4", "ext3", "ext2"):

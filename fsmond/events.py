@@ -157,6 +157,19 @@ class KernelReport:
     pid: int = 0
     comm: str = ""
     replayed: bool = False  # read from the kmsg backlog at start
+    read_only: bool = False  # an error that, by the same report, made it read-only (xfs shutdown)
+    follows: bool = False  # part of the error just reported (jbd2's abort after ext4's error)
+    resource: str = ""  # what ran out, where the kernel says: data, metadata, system
+
+
+@record
+class Members:
+    """The block devices a file system lives on, other than its own device
+    number (btrfs: an anonymous 0:NN superblock over loop0, nvme0n1p3, ...).
+    Kernel reports that name a member belong to the file system."""
+
+    device: DevNum
+    members: tuple[DevNum, ...]
 
 
 @record
@@ -211,6 +224,7 @@ Observation = (
     | ErrorHistory
     | WriteFailure
     | DeviceChange
+    | Members
 )
 
 

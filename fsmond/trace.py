@@ -21,6 +21,7 @@ from fsmond.events import (
     ErrorHistory,
     Event,
     KernelReport,
+    Members,
     MountDelta,
     MountEntry,
     MountSnapshot,
@@ -34,7 +35,7 @@ from fsmond.events import (
 
 TYPES: dict[str, type[Any]] = {cls.__name__: cls for cls in (
     MountSnapshot, MountDelta, SpaceSample, Unresponsive, Responsive, SuperOptions,
-    KernelReport, ErrorHistory, WriteFailure, DeviceChange)}
+    KernelReport, ErrorHistory, WriteFailure, DeviceChange, Members)}
 
 
 def encode(obs: Observation, now: float) -> str:
@@ -59,6 +60,8 @@ def decode(line: str) -> tuple[float, Observation]:
         data["writable"], data["other"] = tuple(data["writable"]), tuple(data["other"])
     elif data.get("device") is not None:
         data["device"] = tuple(data["device"])
+    if cls is Members:
+        data["members"] = tuple(tuple(m) for m in data["members"])
     return float(rec["t"]), cls(**data)
 
 

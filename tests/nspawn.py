@@ -430,9 +430,11 @@ class Container:
 
     def add_device(self, host_path: str | Path) -> str:
         """Make the host's device node (e.g. a loop device attached after boot)
-        exist at the same path inside; returns that path."""
+        exist at the same path inside; returns that path. A node left there by
+        an earlier test (the loop device was freed and taken again) is replaced."""
         st = os.stat(host_path)
         kind = "b" if (st.st_mode & 0o170000) == 0o060000 else "c"
+        self.run("rm", "-f", str(host_path))
         self.run("mknod", "-m", "660", str(host_path), kind, str(os.major(st.st_rdev)),
                  str(os.minor(st.st_rdev)))
         return str(host_path)

@@ -6,6 +6,7 @@ from fsmond.events import (
     DeviceChange,
     ErrorHistory,
     KernelReport,
+    Members,
     MountDelta,
     MountEntry,
     MountSnapshot,
@@ -27,6 +28,9 @@ ALL = [
     KernelReport("error", "fanotify", (7, 0), errno=117, count=3),
     ErrorHistory((7, 0), 2, "f:1"), DeviceChange("added", (8, 0), "/dev/sda", "block", {"A": "b"}),
     WriteFailure(42, "dd", "write", 28, 3, (30, 31), (2,), uid=1000),
+    Members((0, 40), ((7, 1), (7, 2))),
+    KernelReport("error", "kmsg", (7, 5), "loop5", errno=5, read_only=True, follows=True,
+                 resource="metadata", message="x"),
 ]
 
 

@@ -365,3 +365,45 @@ def test_a_write_that_fails_with_enospc_names_the_writer(container: Container) -
     finally:
         c.systemctl("stop", "enospc-writer", check=False)
         c.run("umount", "/srv/full", check=False)
+
+
+def test_a_btrfs_forced_read_only_is_its_object_s_state_under_the_unit(
+        container: Container, tmp_path: Path) -> None:
+    """A btrfs broken on disk (tests/loopfs.py), mounted in the container and
+    touched: under the unit's sandbox fsmond still finds its member device
+    (BTRFS_IOC_FS_INFO, /sys/fs/btrfs), so the kernel's messages about loopN
+    count on the btrfs object (0:NN): ReadOnly and ErrorCount, no stray event."""
+    from tests.kernel import require_filesystem
+    from tests.loopfs import broken_btrfs
+
+    require_filesystem("btrfs")
+    c = container
+    with broken_btrfs(tmp_path, tmp_path / "b") as dev, monitor(c) as events:
+        c.systemctl("start", "fsmond")
+        c.add_device(dev)
+        c.run("mkdir", "-p", "/mnt/b")
+        c.run("mount", dev, "/mnt/b")
+        try:
+            line = next(li for li in c.run("cat", "/proc/self/mountinfo").stdout.splitlines()
+                        if li.split()[4] == "/mnt/b")
+            major, minor = line.split()[2].split(":")
+            obj = f"{ROOT}/fs/{major}_{minor}"
+            assert major == "0"
+            wait_until(lambda: obj in managed(c), 10, "the object")
+            assert prop(c, obj, "ReadOnly") is False
+            c.run("sh", "-c", "rm -f /mnt/b/f*; sync", check=False)
+            wait_until(lambda: prop(c, obj, "ReadOnly"), 20, "ReadOnly")
+            wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, 10, "ErrorCount")
+            loop = Path(dev).name
+            rdev = os.stat(dev).st_rdev
+            strays = [e for e in events() if e["fs"] == "/" and (
+                e["details"].get("devname") == loop
+                or e["device"] == f"{os.major(rdev)}:{os.minor(rdev)}")]
+            assert strays == []
+            ours = [e for e in events() if e["fs"] == obj and e["class"] == "err"]
+            assert {"read-only", "error"} <= {e["name"] for e in ours}
+            assert all(e["mount_point"] == "/mnt/b" for e in ours)
+            assert [e["fs"] for e in events() if e["name"] == "mounted"
+                    and e["mount_point"] == "/mnt/b"] == [obj]
+        finally:
+            c.run("umount", "/mnt/b", check=False)

@@ -8,6 +8,12 @@ replayed in a test. Which file systems are watched comes from a `Policy`
 (the configuration) plus run-time watches (AddWatch/RemoveWatch). What
 publishers must refresh (objects added, removed, changed; mount changes)
 accumulates until `take_updates()`.
+
+Kernel reports name a block device; a file system's own device number is
+usually that device, but btrfs sits on an anonymous 0:NN superblock over its
+member devices. `Members` observations say which devices a file system lives
+on; `_owners` maps each member back to it (invariant: every value is a key of
+`filesystems`, and `_owners[m] == d` exactly when `m in filesystems[d].members`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from fsmond.events import (
     ErrorHistory,
     Event,
     KernelReport,
+    Members,
     MountDelta,
     MountEntry,
     MountSnapshot,
@@ -95,6 +102,7 @@ class Engine:
         # the daemon asks after every batch, and a table of thousands of file
         # systems must not be walked each time.
         self._risky: set[DevNum] = set()
+        self._owners: dict[DevNum, DevNum] = {}  # member block device -> file system
         self._updates = Updates()
 
     # ------------------------------------------------------------------ input
@@ -118,11 +126,21 @@ class Engine:
             notices = fs.on_unresponsive(obs.timeout)
         elif isinstance(obs, Responsive):
             notices = fs.on_responsive()
+        elif isinstance(obs, Members):
+            self._set_members(fs, obs.members)
+            return []
         elif isinstance(obs, SuperOptions):
-            # Only emergency_ro is news here: nothing tells the mount table about
-            # it. Every other option change comes with a namespace change, and the
-            # mount backend (which can tell an admin's remount) reports it.
-            if not _forced(obs.super_options) or _forced(fs.super_options):
+            # Option changes come with a namespace change, and the mount backend
+            # (which can tell an admin's remount) reports them. A forced
+            # read-only does not: emergency_ro says so itself; a plain `ro` is
+            # held until it is clear that no remount explains it.
+            if not _forced(obs.super_options):
+                if superblock_read_only(obs.super_options):
+                    fs.hold_super_read_only(obs.super_options, now)
+                else:
+                    fs.pending_ro = None
+                return []
+            if _forced(fs.super_options):
                 return []
             notices = fs.on_super_options(obs.super_options, admin_remount=False)
         else:
@@ -355,6 +373,7 @@ class Engine:
             and not superblock_read_only(old.super_options)
         )
         notices: list[Notice] = []
+        fs.pending_ro = None  # the mount table tells now whether it was a remount
         if new.super_options != fs.super_options:
             notices += fs.on_super_options(new.super_options, admin_remount=not forced)
             self._updates.fs_changed.add(fs.device)
@@ -384,6 +403,7 @@ class Engine:
                     out += self._number(fs, [self._watch_notice("watch-removed", fs)], now,
                                         fs.mount_points[0] if fs.mount_points
                                         else self._gone_first.get(dev, ""))
+                    self._set_members(fs, ())
                     del self.filesystems[dev]
                     self._risky.discard(dev)
                     self._updates.fs_removed.add(dev)
@@ -427,7 +447,25 @@ class Engine:
     # -------------------------------------------------------- kernel, devices
 
     def _fs_of(self, device: DevNum | None) -> FileSystem | None:
-        return self.filesystems.get(device) if device is not None else None
+        if device is None:
+            return None
+        fs = self.filesystems.get(device)
+        if fs is None and (owner := self._owners.get(device)) is not None:
+            fs = self.filesystems.get(owner)
+        return fs
+
+    def owner_of(self, device: DevNum) -> DevNum | None:
+        """The watched file system a block device belongs to, if any."""
+        fs = self._fs_of(device)
+        return fs.device if fs is not None else None
+
+    def _set_members(self, fs: FileSystem, members: tuple[DevNum, ...]) -> None:
+        for m in fs.members:
+            if self._owners.get(m) == fs.device:
+                del self._owners[m]
+        fs.members = tuple(m for m in members if m != fs.device)
+        for m in fs.members:
+            self._owners[m] = fs.device
 
     def _on_unowned(self, obs: KernelReport | DeviceChange, now: float) -> list[Event]:
         fs = self._fs_of(obs.device)

@@ -10,7 +10,19 @@ and are re-armed only when it ends. Kernel errors are folded per second: the
 first report of a window goes out at once (latency matters), later ones in
 that window only add to a count that `flush` publishes when the window ends.
 kmsg and fanotify usually both report one ext4 error; in a window the count
-is the larger of the two sources' counts, so one error is one event.
+is the larger of the two sources' counts, so one error is one event. A
+report that `follows` another (jbd2 aborting the journal because of the ext4
+error just reported) adds nothing while that error's window is open. What an
+event says (text, errno, function) is one kernel report's: a later line
+replaces an earlier one whole; only a textless report (fanotify's errno and
+count of the same errors) fills in what a line lacks.
+
+The superblock turning `ro` as the sampler sees it can be a forced read-only
+(the kernel does it; no mount event follows) or an admin's remount (the
+mount table reports it a moment later, with the per-mount change). So it is
+held for RO_GRACE: a remount reported meanwhile makes it a `remounted`,
+otherwise it is a `read-only`. ext4's emergency_ro is never an admin's and
+needs no wait.
 
 No space is one condition whatever says so first: statvfs (available 0), a
 kernel message or a traced ENOSPC starts it, and only a sample with room
@@ -34,6 +46,10 @@ from fsmond.events import DevNum, KernelReport, SpaceSample, WriteFailure, recor
 
 FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
 MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
+# Longer than a mount backend may take to report a remount: at once outside
+# a mount storm, but the fanotify backend's sweep waits up to 5 s for a storm
+# to end. A forced read-only is known sooner from kmsg, where there is kmsg.
+RO_GRACE = 6.0  # seconds a superblock's new `ro` waits for the remount that explains it
 
 
 class LevelSpec(Protocol):
@@ -76,6 +92,7 @@ class _ErrorWindow:
     by_source: dict[str, int]
     last: KernelReport
     hold_until: float | None = None  # a report without text, waiting for kmsg's
+    textless: KernelReport | None = None  # fanotify's view of this window's errors
 
     @property
     def total(self) -> int:
@@ -121,6 +138,8 @@ class FileSystem:
     _out_of: str = ""  # the resource the last sample-made no-space named
     _no_inodes: bool = False
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
+    members: tuple[DevNum, ...] = ()  # block devices it lives on, when not its own number
+    pending_ro: tuple[float, str] | None = None  # (until, super options): see RO_GRACE
     _window: _ErrorWindow | None = None
     _failures: Folds = field(default_factory=Folds)
 
@@ -285,6 +304,13 @@ class FileSystem:
             return [self.read_only_notice("superblock", super_options)]
         return []
 
+    def hold_super_read_only(self, super_options: str, now: float) -> None:
+        """The sampler saw the superblock go `ro`: forced, unless a remount explains it."""
+        if self.read_only:
+            return
+        if self.pending_ro is None:
+            self.pending_ro = (now + RO_GRACE, super_options)
+
     def read_only_notice(self, source: str, message: str, pid: int = 0, comm: str = "") -> Notice:
         return Notice("err", "read-only", {"source": source, "message": message},
                       pid=pid, comm=comm)
@@ -299,10 +325,16 @@ class FileSystem:
             if self._no_space:
                 return []
             self._no_space = True
-            return [Notice("warn", "no-space", {
-                "available": self.available, "size": self.size, "source": r.source,
-                "message": r.message}, pid=r.pid, comm=r.comm)]
-        return self._on_error(r, now)
+            details = {"available": self.available, "size": self.size, "source": r.source,
+                       "message": r.message}
+            if r.resource:
+                details["resource"] = r.resource
+            return [Notice("warn", "no-space", details, pid=r.pid, comm=r.comm)]
+        out = self._on_error(r, now)
+        if r.read_only and not self.read_only:
+            self.read_only = True
+            out.append(self.read_only_notice(r.source, r.message, r.pid, r.comm))
+        return out
 
     def on_write_failure(self, f: WriteFailure, attribution: str, now: float) -> list[Notice]:
         """A traced ENOSPC/EDQUOT: at once, or counted into the fold (header)."""
@@ -331,8 +363,11 @@ class FileSystem:
     def _on_error(self, r: KernelReport, now: float) -> list[Notice]:
         out = self.flush(now)
         w = self._window
+        if r.follows and w is not None:
+            return out  # the error it follows is already counted
         if w is None:
-            w = self._window = _ErrorWindow(now, 0, {r.source: r.count}, r)
+            w = self._window = _ErrorWindow(now, 0, {r.source: r.count}, r,
+                                            textless=None if r.message else r)
             if not r.message and self.merge_wait > 0:
                 # fanotify knows the errno but not the text; kmsg's view of the
                 # same error is normally read right after (the daemon reads kmsg
@@ -342,7 +377,11 @@ class FileSystem:
                 return out
             return [*out, self._error_notice(w.last, self._take(w))]
         w.by_source[r.source] = w.by_source.get(r.source, 0) + r.count
-        w.last = _merge(w.last, r) if w.last.message or not r.message else _merge(r, w.last)
+        if not r.message:
+            w.textless = r
+            w.last = _merge(w.last, r)
+        else:  # a line of its own: its text, errno and function go together
+            w.last = _merge(r, w.textless) if w.textless is not None else r
         if w.hold_until is not None and w.last.message:
             w.hold_until = None
             out.append(self._error_notice(w.last, self._take(w)))
@@ -363,7 +402,13 @@ class FileSystem:
         }, pid=r.pid, comm=r.comm)
 
     def flush(self, now: float) -> list[Notice]:
-        """Publish what finished fold windows owe (errors, traced failures)."""
+        """Publish what finished windows owe: a superblock `ro` no remount
+        explained, a held error whose partner did not come, what a fold window
+        still owes (errors, traced failures)."""
+        if self.pending_ro is not None and now >= self.pending_ro[0]:
+            options = self.pending_ro[1]
+            self.pending_ro = None
+            return self.on_super_options(options, admin_remount=False) + self.flush(now)
         return [*self._flush_errors(now),
                 *(self._failure_notice(f) for f in self._failures.flush(now))]
 
@@ -382,11 +427,11 @@ class FileSystem:
 
     def flush_deadline(self) -> float | None:
         w = self._window
-        failures = self._failures.deadline()
-        if w is None:
-            return failures
-        errors = w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW
-        return errors if failures is None else min(errors, failures)
+        due = [self._failures.deadline(),
+               self.pending_ro[0] if self.pending_ro is not None else None]
+        if w is not None:
+            due.append(w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW)
+        return min((d for d in due if d is not None), default=None)
 
 
 def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:

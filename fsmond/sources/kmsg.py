@@ -128,5 +128,6 @@ class KmsgSource:
         self._emit(KernelReport(
             kind=found.kind, source="kmsg", device=device, devname=found.devname,
             errno=found.errno, function=found.function, message=found.message,
-            comm=found.comm, replayed=self._replaying,
+            comm=found.comm, replayed=self._replaying, read_only=found.read_only,
+            follows=found.follows, resource=found.resource,
         ))

@@ -48,6 +48,9 @@ class Classified:
     function: str = ""
     comm: str = ""
     message: str = ""
+    read_only: bool = False  # the same report says the file system went read-only
+    follows: bool = False  # a consequence of the error just before it (see RULES)
+    resource: str = ""  # what ran out: data, metadata, system (btrfs)
 
 
 def _unescape(raw: bytes) -> str:
@@ -81,6 +84,21 @@ def parse_kmsg(record: bytes) -> KmsgRecord:
 _DEV = r"(?P<dev>[\w.:+-]+?)"
 _EXT = ("EXT2-fs", "EXT3-fs", "EXT4-fs")
 _BLOCK = ("blk_update_request: ", "I/O error", "critical ")
+_BTRFS_DEV = rf"\(device {_DEV}(?: state (?P<state>\w+))?\)"
+# Rule kinds beyond the three a report has: "shutdown" is an error that also
+# made the file system read-only (one XFS line says both); "abort" is an
+# error that follows another of the same file system (jbd2 aborts the journal
+# right after the ext4 error that caused it), so it adds nothing to a count
+# that is still open, yet counts when it comes alone. btrfs says it in its
+# lines: "state E..." means the file system already had an error (what is
+# printed then is that error's aftermath), and "bdev ... errs: ..." is the
+# device's error counters printed after each error. Its "Transaction aborted
+# (error -N)" only announces the "error ... in <function>" line that always
+# follows it: "skip" rules match to say a line is nothing of its own. XFS
+# reports a metadata buffer that failed its verifier ("Metadata CRC error
+# detected", "Metadata corruption detected") and then, as the read fails,
+# "metadata I/O error ... error 74" (or 117) for the same buffer: that
+# follows too; with another errno (5: the disk failed) it is an error of its own.
 # (kind, the literal starts its pattern can match, pattern); the first rule
 # that matches wins, so the specific come first.
 RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
@@ -91,23 +109,38 @@ RULES: tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...] = tuple(
         ("error", _EXT, rf"EXT[234]-fs error \(device {_DEV}\): (?P<func>\w+)(?::\d+)?:"
                         r"(?:.*? comm (?P<comm>[^:]+):)?"),
         ("error", ("EXT2-fs (",), rf"EXT2-fs \({_DEV}\): error: (?P<func>\w+)"),
-        ("error", ("Aborting journal",), rf"Aborting journal on device {_DEV}(?:-\d+)?\.?$"),
-        ("read-only", ("XFS (",),
+        ("abort", ("Aborting journal",), rf"Aborting journal on device {_DEV}(?:-\d+)?\.?$"),
+        # xfs_do_force_shutdown: "<why> (0x<flags>) detected at <caller> (<file>:<line>).
+        # Shutting down filesystem." The why is the reason; the caller the function.
+        ("shutdown", ("XFS (",),
+         rf"XFS \({_DEV}\): (?P<why>[^(]*?) \(0x[0-9a-f]+\) detected at (?P<func>\w+)"
+         r".*Shutting down filesystem"),
+        ("shutdown", ("XFS (",),
          rf"XFS \({_DEV}\): .*(?:Shutting down filesystem|has been shut down)"),
         ("error", ("XFS (",),
-         rf"XFS \({_DEV}\): (?:Metadata )?[Cc]orruption (?:of in-memory data )?detected"),
+         rf"XFS \({_DEV}\): Metadata (?P<why>CRC error) detected at (?P<func>\w+)"),
+        ("error", ("XFS (",),
+         rf"XFS \({_DEV}\): (?:Metadata )?(?P<why>[Cc]orruption) (?:of in-memory data )?detected"
+         r"(?: at (?P<func>\w+))?"),
         ("error", ("XFS (",), rf"XFS \({_DEV}\): metadata I/O error in \"(?P<func>\w+)[^\"]*\".* "
                               r"error (?P<errno>\d+)"),
-        ("read-only", ("BTRFS",),
-         rf"BTRFS(?: \w+)? \(device {_DEV}(?: state \w+)?\): forced readonly"),
-        ("no-space", ("BTRFS warning",),
-         rf"BTRFS warning \(device {_DEV}(?: state \w+)?\): ENOSPC"),
-        ("error", ("BTRFS",), rf"BTRFS(?: error|: error) \(device {_DEV}(?: state \w+)?\)"
-                              r"(?: in (?P<func>\w+))?(?:.*errno=-(?P<errno>\d+))?"),
+        ("read-only", ("BTRFS",), rf"BTRFS(?: \w+)? {_BTRFS_DEV}: forced readonly"),
+        ("skip", ("BTRFS",), rf"BTRFS(?: error)? {_BTRFS_DEV}: Transaction aborted \(error"),
+        ("no-space", ("BTRFS warning",), rf"BTRFS warning {_BTRFS_DEV}: ENOSPC"),
+        # Printed with the enospc_debug mount option when a reservation fails.
+        ("no-space", ("BTRFS info",),
+         rf"BTRFS info {_BTRFS_DEV}: space_info (?P<res>[A-Z]+)(?: \(sub-group id \d+\))? "
+         r"has -?\d+ free, is full"),
+        ("error", ("BTRFS",), rf"BTRFS(?: error| critical|: error) {_BTRFS_DEV}"
+                              r"(?: in (?P<func>\w+))?(?:.*(?:errno=|error |: )-(?P<errno>\d+))?"),
         ("error", _BLOCK, rf"(?:blk_update_request: )?(?:I/O|critical \w+(?: \w+)*) error, "
                           rf"dev {_DEV}, sector"),
         ("error", ("Buffer I/O error",), rf"Buffer I/O error on dev {_DEV}, logical block"),
     ))
+# errno of an XFS report that names none: what the kernel returns for it
+# (xfs's EFSBADCRC is EBADMSG, EFSCORRUPTED is EUCLEAN).
+_WHY_ERRNO = {"CRC": 74, "corruption": 117, "Corruption": 117}
+_VERIFIER_ERRNOS = (74, 117)
 
 
 def classify(rec: KmsgRecord) -> Classified | None:
@@ -118,8 +151,15 @@ def classify(rec: KmsgRecord) -> Classified | None:
     for kind, starts, rule in RULES:
         if not text.startswith(starts) or (m := rule.match(text)) is None:
             continue
+        if kind == "skip":
+            return None
         groups = m.groupdict()
         errno = int(groups["errno"]) if groups.get("errno") else 0
+        why = groups.get("why") or ""
+        if not errno and why:
+            errno = _WHY_ERRNO.get(why.split()[0], 0) or _ERRNO["EIO"]
+        if not errno and kind == "shutdown":
+            errno = _ERRNO["EIO"]
         if not errno and kind == "no-space":
             errno = 28
         if not errno and "space allocation" in rec.text:
@@ -127,9 +167,16 @@ def classify(rec: KmsgRecord) -> Classified | None:
         elif not errno and ("I/O error" in rec.text or "journal" in rec.text):
             errno = _ERRNO["EIO"]
         return Classified(
-            kind=kind, devname=groups["dev"], device=_device_prop(rec.props),
+            kind="error" if kind in ("shutdown", "abort") else kind,
+            devname=groups["dev"], device=_device_prop(rec.props),
             errno=errno, function=groups.get("func") or "",
             comm=(groups.get("comm") or "").strip(), message=rec.text,
+            read_only=kind == "shutdown",
+            follows=kind == "abort" or "E" in (groups.get("state") or "")
+            or (text.startswith("BTRFS") and ": bdev " in text and " errs: " in text)
+            or (text.startswith("XFS") and "metadata I/O error" in text
+                and errno in _VERIFIER_ERRNOS),
+            resource=(groups.get("res") or "").lower(),
         )
     return None
 

@@ -8,7 +8,10 @@ follow each other at most once per `gap`, which grows with what a read
 costs (reading, parsing, the engine's diff), so a storm of N changes costs a
 bounded share of one CPU instead of N full reads. Each read is parsed by a
 cached parser (only new lines are parsed) in a worker thread and handed on
-as a MountSnapshot; the engine diffs it by mount id.
+as a MountSnapshot; the engine diffs it by mount id. A small table (up to
+EARLY_READ_MAX mounts) is also read the moment POLLPRI comes, on the loop,
+and the paced read hands on that text first: a remount followed at once by
+an unmount is in it, where a read made after the pace's wait shows neither.
 
 The `fanotify` backend (fanotify_mounts.py) is preferred when the kernel has
 mount-namespace marks and statmount: it is told which mount changed.
@@ -28,7 +31,7 @@ from typing import Protocol
 from fsmond.errors import KernelFeatureError
 from fsmond.events import MountSnapshot, Observation
 from fsmond.sources import mountapi
-from fsmond.sources.fanotify_mounts import FanotifyMountSource
+from fsmond.sources.fanotify_mounts import EARLY_READ_MAX, FanotifyMountSource
 from fsmond.sources.mountinfo import MountinfoParser, mountinfo_path
 
 log = logging.getLogger(__name__)
@@ -72,11 +75,20 @@ class MountinfoSource:
         self.pacer = ReadPacer()
         self.reads = 0
         self.wakeups = 0
+        self._size = 0  # mounts in the last read
+        self._early: bytes | None = None  # the table as read when POLLPRI came
 
     async def _read_and_emit(self, fd: int) -> None:
         start = time.monotonic()
-        self._emit(MountSnapshot(await asyncio.to_thread(
-            lambda: self._parser.parse(mountapi.read_all(fd)))))
+        early, self._early = self._early, None
+        if early is not None:
+            # The table as the change left it; then as it is now, read after
+            # listening again (a change since the early read may have left no
+            # POLLPRI to wake us: listening again polls it away).
+            self._emit(MountSnapshot(await asyncio.to_thread(self._parser.parse, early)))
+        entries = await asyncio.to_thread(lambda: self._parser.parse(mountapi.read_all(fd)))
+        self._size = len(entries)
+        self._emit(MountSnapshot(entries))
         self.pacer.read(start, time.monotonic() - start)
         self.reads += 1
 
@@ -100,6 +112,8 @@ class MountinfoSource:
                 ep.poll(0)
                 loop.remove_reader(ep.fileno())
                 self.wakeups += 1
+                if self._size <= EARLY_READ_MAX:
+                    self._early = mountapi.read_all(fd)
                 changed.set()
 
             loop.add_reader(ep.fileno(), on_ready)

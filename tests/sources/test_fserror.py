@@ -32,6 +32,13 @@ def test_parser_reads_fsid_errno_and_count() -> None:
     assert parse_fs_error_events(event(0x4000, (0, 0), 0, 0))[0].overflow
 
 
+def test_an_errno_of_either_sign_is_accepted() -> None:
+    """ext4 on this kernel (6.18) and Linux 7.0's xfs reports send a positive
+    errno; one sent as kernel functions return it (negative) means the same."""
+    got = parse_fs_error_events(event(0x8000, (1, 2), -5, 1) + event(0x8000, (1, 2), 5, 1))
+    assert [e.errno for e in got] == [5, 5]
+
+
 @given(st.binary(max_size=200))
 def test_parser_never_crashes_on_garbage(data: bytes) -> None:
     parse_fs_error_events(data)
