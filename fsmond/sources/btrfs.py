@@ -13,34 +13,18 @@ btrfs_usage.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import logging
 import os
-import uuid
 
 from fsmond.errors import KernelFormatError
 from fsmond.events import DevNum, SpaceSample
 from fsmond.sources.btrfs_usage import PROFILES, SPACES, estimate
+from fsmond.sources.members import SYSFS_BTRFS, btrfs_fsid
 
 log = logging.getLogger(__name__)
 
-SYSFS = "/sys/fs/btrfs"
-# _IOR(BTRFS_IOCTL_MAGIC 0x94, 31, struct btrfs_ioctl_fs_info_args), 1024 bytes;
-# the fsid is bytes 16-31 (after max_id and num_devices).
-BTRFS_IOC_FS_INFO = (2 << 30) | (1024 << 16) | (0x94 << 8) | 31
 _SPACE_FILES = ("total_bytes", "bytes_used", "bytes_reserved", "bytes_readonly",
                 "bytes_may_use")
-
-
-def fsid_of(path: str) -> str:
-    """The UUID that names the file system's folder in /sys/fs/btrfs."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        buf = bytearray(1024)
-        fcntl.ioctl(fd, BTRFS_IOC_FS_INFO, buf)
-    finally:
-        os.close(fd)
-    return str(uuid.UUID(bytes=bytes(buf[16:32])))
 
 
 def _read(path: str) -> str:
@@ -72,7 +56,7 @@ def read_figures(folder: str) -> dict[str, str]:
 class BtrfsReader:
     """Turns a statvfs sample of a btrfs into btrfs's own view of it."""
 
-    def __init__(self, sysfs: str = SYSFS) -> None:
+    def __init__(self, sysfs: str = SYSFS_BTRFS) -> None:
         self.sysfs = sysfs
         self._fsid: dict[DevNum, str] = {}
         self._full: dict[DevNum, bool] = {}  # metadata was full at the last sample
@@ -85,7 +69,7 @@ class BtrfsReader:
         try:
             fsid = self._fsid.get(dev)
             if fsid is None or not os.path.isdir(f"{self.sysfs}/{fsid}"):
-                fsid = self._fsid[dev] = fsid_of(path)
+                fsid = self._fsid[dev] = btrfs_fsid(path)
             space = estimate(read_figures(f"{self.sysfs}/{fsid}"), self._full.get(dev, False))
         except (OSError, KernelFormatError) as e:
             self._fsid.pop(dev, None)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fsmond.sources.btrfs import BtrfsReader, fsid_of, read_figures
+from fsmond.sources.btrfs import BtrfsReader, read_figures
 from fsmond.sources.btrfs_usage import estimate
+from fsmond.sources.members import btrfs_fsid
 from fsmond.sources.space import sample_path
 from tests.kernel import require_filesystem
 from tests.running import loop_btrfs, run
@@ -27,7 +28,7 @@ def btrfs(tmp_path: Path) -> tuple[Path, list[str]]:
 def test_the_fsid_names_the_sysfs_folder_that_holds_the_device(
         btrfs: tuple[Path, list[str]]) -> None:
     mnt, (loop,) = btrfs
-    fsid = fsid_of(str(mnt))
+    fsid = btrfs_fsid(str(mnt))
     assert os.path.exists(f"/sys/fs/btrfs/{fsid}/devices/{loop}")
     assert fsid in run("btrfs", "filesystem", "show", str(mnt))
 
@@ -35,7 +36,7 @@ def test_the_fsid_names_the_sysfs_folder_that_holds_the_device(
 def test_a_sample_carries_btrfs_figures_not_statvfs(btrfs: tuple[Path, list[str]]) -> None:
     mnt, _ = btrfs
     plain = sample_path((0, 99), str(mnt))
-    fsid = fsid_of(str(mnt))
+    fsid = btrfs_fsid(str(mnt))
     reader = BtrfsReader()
     s = reader.sample(plain, str(mnt))
     expected = estimate(read_figures(f"/sys/fs/btrfs/{fsid}"))
@@ -58,4 +59,4 @@ def test_without_sysfs_the_statvfs_sample_stays_and_the_log_says_so_once(
 
 def test_not_a_btrfs_is_an_error_not_a_guess(tmp_path: Path) -> None:
     with pytest.raises(OSError):
-        fsid_of(str(tmp_path))
+        btrfs_fsid(str(tmp_path))
