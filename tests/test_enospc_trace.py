@@ -277,3 +277,30 @@ def test_a_reload_to_always_arms_and_back_to_at_risk_disarms(tmp_path: Path,
             daemon_config(cfg, str(t))
             p.signal(signal.SIGHUP)
             wait_until(lambda: switches(inst) == {"0"}, "disarmed")
+
+
+def test_xfs_out_of_space_despite_its_reserve_is_no_space_from_the_trace(
+        tmp_path: Path, tracefs: Path) -> None:
+    """xfs keeps a reserve: at ENOSPC statvfs still shows room, so statvfs
+    alone never says no-space (the issue's row). The trace does, on the xfs
+    object, with the writer."""
+    from tests.kernel import require_filesystem
+    from tests.loopfs import loop_xfs
+
+    require_filesystem("xfs")
+    with loop_xfs(tmp_path, tmp_path / "x") as (x, _dev), \
+            fsmond(daemon_config(tmp_path / "c.toml", str(x))) as p:
+        p.wait_for(p.named("watch-added"))
+        dd = subprocess.run(["dd", "if=/dev/zero", f"of={x}/big", "bs=1M"], check=False,
+                            capture_output=True, text=True, timeout=120)
+        assert "No space left" in dd.stderr
+        assert os.statvfs(x).f_bavail > 0  # the reserve: statvfs says there is room
+        if not [e for e in p.events if traced(e)]:
+            # The trace arms when the lower level is reached; a write that
+            # fails after that is named.
+            wait_until(lambda: switches(instance(tracefs, p)) == {"1"}, "armed")
+            subprocess.run(["dd", "if=/dev/zero", f"of={x}/more", "bs=1M"], check=False,
+                           capture_output=True, timeout=60)
+        ev = p.wait_for(traced)
+        assert (ev["fs"], ev["mount_point"], ev["fstype"]) == (fs_path(x), str(x), "xfs")
+        assert ev["comm"] == "dd" and ev["details"]["errno"] == 28
