@@ -191,30 +191,6 @@ def loop_ext4(image: Path, mount_point: Path, options: str = "errors=continue",
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
-@contextmanager
-def loop_btrfs(images: list[Path], mount_point: Path, *mkfs: str,
-               size_mb: int = 128) -> Iterator[tuple[Path, list[str]]]:
-    """A real btrfs on one loop device per image (two and `-d raid1 -m raid1`
-    make a raid1): yields (mount point, loop names). Expects
-    tests/kernel.require_filesystem("btrfs") first."""
-    devs: list[str] = []
-    try:
-        for image in images:
-            with open(image, "wb") as f:
-                f.truncate(size_mb << 20)
-            devs.append(run("losetup", "-f", "--show", str(image)).strip())
-        run("mkfs.btrfs", "-q", "-f", *mkfs, *devs)
-        mount_point.mkdir(parents=True, exist_ok=True)
-        run("mount", devs[0], str(mount_point))
-        try:
-            yield mount_point, [os.path.basename(d) for d in devs]
-        finally:
-            subprocess.run(["umount", str(mount_point)], check=False)
-    finally:
-        for d in devs:
-            subprocess.run(["losetup", "-d", d], check=False)
-
-
 def dev_of(path: Path) -> str:
     st = os.stat(path)
     return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"

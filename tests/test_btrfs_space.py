@@ -16,9 +16,10 @@ import pytest
 
 from fsmond.sources.mountinfo import parse_mountinfo
 from tests.kernel import require_filesystem
+from tests.loopfs import loop_btrfs
 from tests.publishers.buses import dbus_daemon
 from tests.publishers.signals import Signal, SignalRecorder
-from tests.running import FsmondProcess, daemon_config, fsmond, loop_btrfs
+from tests.running import FsmondProcess, daemon_config, fsmond
 
 pytestmark = [pytest.mark.root]
 FS = "org.fsmond.FsMon1.FileSystem"
@@ -59,7 +60,7 @@ def on_its_object(p: FsmondProcess, e: dict[str, Any], mnt: Path) -> None:
 
 @pytest.mark.timeout(300)  # btrfs flushes and commits hard near ENOSPC: about 40 s here
 def test_metadata_full_is_no_space_while_statvfs_shows_room(tmp_path: Path) -> None:
-    with loop_btrfs([tmp_path / "a.img"], tmp_path / "m") as (mnt, _), \
+    with loop_btrfs(tmp_path, tmp_path / "m", size_mb=128) as (mnt, _), \
             fsmond(daemon_config(tmp_path / "fsmond.toml", str(mnt))) as p:
         p.wait_for(p.named("watch-added"))
 
@@ -83,8 +84,7 @@ def test_metadata_full_is_no_space_while_statvfs_shows_room(tmp_path: Path) -> N
 
 
 def test_raid1_filled_until_enospc_has_nothing_available(tmp_path: Path) -> None:
-    with loop_btrfs([tmp_path / "a.img", tmp_path / "b.img"], tmp_path / "m",
-                    "-d", "raid1", "-m", "raid1") as (mnt, loops), \
+    with loop_btrfs(tmp_path, tmp_path / "m", devices=2, size_mb=128) as (mnt, loops), \
             fsmond(daemon_config(tmp_path / "fsmond.toml", str(mnt))) as p:
         assert len(loops) == 2
         p.wait_for(p.named("watch-added"))
@@ -124,7 +124,7 @@ def test_steady_writes_show_their_rate_and_flat_is_not_filling(tmp_path: Path,
     SecondsToFull goes down; once the writes stop, SecondsToFull is -1."""
     rate = 4 * MIB
     chunk = 64 << 10
-    with loop_btrfs([tmp_path / "a.img"], tmp_path / "m", size_mb=256) as (mnt, _):
+    with loop_btrfs(tmp_path, tmp_path / "m", size_mb=256) as (mnt, _):
         obj = "/org/fsmond/FsMon1/fs/" + superblock_of(mnt).replace(":", "_")
         rec = SignalRecorder(bus)
         try:

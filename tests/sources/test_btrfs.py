@@ -13,7 +13,8 @@ from fsmond.sources.btrfs_usage import estimate
 from fsmond.sources.members import btrfs_fsid
 from fsmond.sources.space import sample_path
 from tests.kernel import require_filesystem
-from tests.running import loop_btrfs, run
+from tests.loopfs import loop_btrfs
+from tests.running import run
 
 pytestmark = [pytest.mark.root]
 
@@ -21,8 +22,8 @@ pytestmark = [pytest.mark.root]
 @pytest.fixture
 def btrfs(tmp_path: Path) -> tuple[Path, list[str]]:
     require_filesystem("btrfs")
-    with loop_btrfs([tmp_path / "a.img"], tmp_path / "m") as found:
-        yield found  # type: ignore[misc]
+    with loop_btrfs(tmp_path, tmp_path / "m", size_mb=128) as (mnt, devs):
+        yield mnt, [os.path.basename(d) for d in devs]  # type: ignore[misc]
 
 
 def test_the_fsid_names_the_sysfs_folder_that_holds_the_device(
