@@ -11,7 +11,6 @@ old one when the new file is wrong.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,8 @@ from fsmond.config_values import (
     leaves_more_room,
     parse_duration,
     parse_level,
+    read_config_text,
+    root_table,
     show,
     str_,
 )
@@ -164,11 +165,7 @@ def _watch_fields(t: Table, base: ResolvedWatch) -> ResolvedWatch:
 
 
 def parse_config(text: str, origin: str = "<string>") -> Config:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{origin}: not valid TOML: {e}") from None
-    root = Table(data, "", origin)
+    root = root_table(text, origin)
     d = Table(root.take("daemon", _table, _EMPTY), "daemon", origin)
     daemon = DaemonConfig(
         poll_interval=d.take("poll_interval", parse_duration, 5.0),
@@ -241,19 +238,11 @@ def load_config(path: str | None, *, must_exist: bool = False) -> Config:
     """Read and parse a file; a missing file is the defaults unless it was named."""
     if path is None:
         return parse_config("", "<defaults>")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    text = read_config_text(path)
+    if text is None:
         if must_exist:
-            raise ConfigError(f"{path}: no such file") from None
+            raise ConfigError(f"{path}: no such file")
         return parse_config("", "<defaults>")
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return parse_config(text, os.path.basename(path))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -176,3 +177,27 @@ def choice(*allowed: str) -> Callable[[object], str]:
             raise ValueError("must be one of " + ", ".join(allowed))
         return str(v)
     return parse
+
+
+def read_config_text(path: str) -> str | None:
+    """A configuration file's text, or None when there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def root_table(text: str, origin: str) -> Table:
+    """The whole file as its top-level Table."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{origin}: not valid TOML: {e}") from None
+    return Table(data, "", origin)

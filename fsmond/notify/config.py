@@ -15,11 +15,9 @@ $HOME. A file system is included when any of its mount points matches.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass
 
-from fsmond.config_values import Table
-from fsmond.errors import ConfigError
+from fsmond.config_values import read_config_text, root_table
 from fsmond.notify.policy import Filter
 
 CLASSES = ("thr", "warn", "err")
@@ -74,11 +72,7 @@ def _match(path: str, glob: str) -> bool:
 
 
 def parse_notify_config(text: str, origin: str = "<string>") -> NotifyConfig:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{origin}: not valid TOML: {e}") from None
-    t = Table(data, "", origin)
+    t = root_table(text, origin)
     config = NotifyConfig(classes=t.take("classes", _classes, frozenset(CLASSES)),
                           include=t.take("include", _globs, ()),
                           exclude=t.take("exclude", _globs, ()))
@@ -88,15 +82,7 @@ def parse_notify_config(text: str, origin: str = "<string>") -> NotifyConfig:
 
 def load_notify_config(path: str) -> NotifyConfig:
     """A missing file is the defaults (the agent runs for everyone, configured or not)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    text = read_config_text(path)
+    if text is None:
         return NotifyConfig()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return parse_notify_config(text, path)
