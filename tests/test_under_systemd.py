@@ -9,9 +9,9 @@ fixture's steps have timeouts of their own.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,8 +21,13 @@ from typing import Any
 import pytest
 
 from fsmond.sources import mountapi
+from fsmond.sources.btrfs import read_figures
+from fsmond.sources.btrfs_usage import estimate
 from tests import nspawn
+from tests.kernel import require_filesystem
+from tests.loopfs import broken_btrfs, loop_devices, mkfs_btrfs
 from tests.nspawn import Container
+from tests.running import run
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120, func_only=True)]
 
@@ -165,16 +170,9 @@ def monitor(c: Container) -> Iterator[Callable[[], list[dict[str, Any]]]]:
 @contextmanager
 def loop_ext4(tmp_path: Path) -> Iterator[str]:
     """A fresh ext4 image on a loop device of the host; yields '/dev/loopN'."""
-    image = tmp_path / "e4.img"
-    with open(image, "wb") as f:
-        f.truncate(32 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    dev = subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    try:
+    with loop_devices([tmp_path / "e4.img"], 32) as (dev,):
+        run("mkfs.ext4", "-q", "-F", dev)
         yield dev
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
 
 
 def test_a_tmpfs_mounted_after_start_counts_once_with_its_path(container: Container) -> None:
@@ -373,9 +371,6 @@ def test_a_btrfs_forced_read_only_is_its_object_s_state_under_the_unit(
     touched: under the unit's sandbox fsmond still finds its member device
     (BTRFS_IOC_FS_INFO, /sys/fs/btrfs), so the kernel's messages about loopN
     count on the btrfs object (0:NN): ReadOnly and ErrorCount, no stray event."""
-    from tests.kernel import require_filesystem
-    from tests.loopfs import broken_btrfs
-
     require_filesystem("btrfs")
     c = container
     with broken_btrfs(tmp_path, tmp_path / "b") as dev, monitor(c) as events:
@@ -407,3 +402,33 @@ def test_a_btrfs_forced_read_only_is_its_object_s_state_under_the_unit(
                     and e["mount_point"] == "/mnt/b"] == [obj]
         finally:
             c.run("umount", "/mnt/b", check=False)
+
+
+def test_btrfs_space_comes_from_btrfs_under_the_unit(container: Container,
+                                                      tmp_path: Path) -> None:
+    """ProtectKernelTunables= leaves /sys readable, and BTRFS_IOC_FS_INFO needs
+    no capability the unit lacks: Size and Available are btrfs's own."""
+    require_filesystem("btrfs")
+    c = container
+    c.write_file(CONFIG, '[daemon]\npoll_interval = "1s"\n')
+    with loop_devices([tmp_path / "bt.img"], 256) as (dev,):
+        mkfs_btrfs([dev])
+        c.add_device(dev)
+        c.run("mkdir", "-p", "/mnt/bt")
+        c.run("mount", dev, "/mnt/bt")
+        try:
+            c.systemctl("start", "fsmond")
+            majmin = c.run("findmnt", "-no", "MAJ:MIN", "/mnt/bt").stdout.strip()
+            obj = f"{ROOT}/fs/{majmin.replace(':', '_')}"
+            (folder,) = {os.path.dirname(os.path.dirname(p)) for p in
+                         glob.glob(f"/sys/fs/btrfs/*/devices/{os.path.basename(dev)}")}
+            expected = estimate(read_figures(folder))  # an idle, fresh btrfs: it stays put
+            avail, bsize = c.run("stat", "-f", "-c", "%a %S", "/mnt/bt").stdout.split()
+            assert int(avail) * int(bsize) != expected.available  # the two can be told apart
+            wait_until(lambda: prop(c, obj, "Available") == expected.available, 15,
+                       "btrfs's own available space")
+            assert prop(c, obj, "Size") == expected.size
+            assert "cannot be read" not in c.journal("-u", "fsmond", "-p", "warning")
+        finally:
+            c.systemctl("stop", "fsmond", check=False)
+            c.run("umount", "/mnt/bt", check=False)
