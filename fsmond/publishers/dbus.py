@@ -1,9 +1,13 @@
 """The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
 
-How it works: a Manager object at /org/fsmond/FsMon1 (with ObjectManager)
-and one FileSystem object per watched file system. Events come through a
-bounded outbox and go out as the Manager's `Event` and the file system
-object's own `Event` (kevent style). State changes are coalesced: a flusher
+How it works: a Manager object at /org/fsmond/FsMon1, the ObjectManager at
+/org/fsmond/FsMon1/fs and one FileSystem object per watched file system
+under it. A client that follows the objects (GDBusObjectManagerClient
+subscribes to every signal under the ObjectManager's path) thus receives no
+mount-table traffic: MountsChanged and every event go out from the Manager,
+above that path; a file system's object sends its own events only, not each
+bind mount's `mounted`/`unmounted` (Event.per_mount). Events come through a
+bounded outbox. State changes are coalesced: a flusher
 runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
 values that changed, so a 15,000-mount storm becomes a few signals, sent
@@ -13,6 +17,8 @@ written at once when nothing waits before them (an error's way out).
 
 dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
 child's own path, so the bus class sends them from the ObjectManager's path;
+it answers GetManagedObjects on any path, so on the Manager's it is refused
+(a client pointed there would follow every signal of the Manager);
 a method cannot see its caller, so the privileged methods are taken by a
 message handler that asks the bus for the caller's uid first; a full socket
 would kill the connection (EAGAIN is treated as a fatal error), so writes
@@ -38,7 +44,7 @@ from dbus_fast.service import ServiceInterface
 from fsmond.engine.core import Updates
 from fsmond.engine.mounts import MountChange
 from fsmond.errors import FsmondError
-from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
@@ -78,6 +84,7 @@ EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # (and drops the sender), and 2,048 changes are about 1 MB.
 CHANGES_PER_SIGNAL = 2048
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 
 class _NonBlockingSocket:
@@ -119,19 +126,19 @@ class _Marshalled:
 
 
 class ObjectManagerBus(MessageBus):
-    """InterfacesAdded/Removed from the ObjectManager's path, as the spec wants."""
+    """InterfacesAdded/Removed from the ObjectManager's path (OBJECTS_PATH)."""
 
     def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
         if self._disconnected or path == ROOT_PATH or not isinstance(interface, FileSystemObject):
             return
         body = {interface.name: interface.all_variants()}
-        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+        self.send(Message.new_signal(OBJECTS_PATH, "org.freedesktop.DBus.ObjectManager",
                                      "InterfacesAdded", "oa{sa{sv}}", [path, body]))
 
     def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
         if self._disconnected or path == ROOT_PATH:
             return
-        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+        self.send(Message.new_signal(OBJECTS_PATH, "org.freedesktop.DBus.ObjectManager",
                                      "InterfacesRemoved", "oas", [path, removed_interfaces]))
 
 
@@ -300,7 +307,7 @@ class DbusPublisher:
         """The Manager's Event and the file system object's, one a{sv} for both."""
         manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
         out = [self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", manager)]
-        if e.fs in self._by_path:
+        if not e.per_mount and e.fs in self._by_path:
             out.append(self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj))
         return out
 
@@ -314,7 +321,7 @@ class DbusPublisher:
             self._flush_once()
             took = time.perf_counter() - took
             await self._paced()
-            # A flush costs more as the table grows (MountPoints of 15,000 mounts
+            # A flush costs more as the table grows (MountsChanged of 15,000 mounts
             # in a storm): space them out so flushing stays a small share of CPU.
             await asyncio.sleep(min(FLUSH_MAX, max(FLUSH_INTERVAL, FLUSH_SPACING * took)))
 
@@ -380,9 +387,17 @@ class DbusPublisher:
     # ------------------------------------------------------ privileged calls
 
     def _privileged_call(self, msg: Message) -> bool:
-        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything."""
-        if (msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH
-                or msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED):
+        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything.
+        GetManagedObjects on the Manager's path: refused, naming the right one."""
+        if msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH:
+            return False
+        if msg.member == "GetManagedObjects" and msg.interface in (OBJECT_MANAGER, None):
+            assert self._bus is not None
+            self._bus.send(Message.new_error(
+                msg, "org.freedesktop.DBus.Error.UnknownMethod",
+                f"the ObjectManager of fsmond's file systems is at {OBJECTS_PATH}"))
+            return True
+        if msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED:
             return False
         self._spawn(self._answer_privileged(msg))
         return True
