@@ -167,3 +167,28 @@ def test_every_event_from_one_match_rule_and_the_class_argument_keeps_to_some(
         every.close()
         thr.close()
     assert not [s for s in thr.seen if '"mounted"' in s]
+
+
+def test_an_idle_file_system_says_nothing_and_a_burst_says_little(
+        served: tuple[str, Path]) -> None:
+    """Properties change only when their value means something new: an idle
+    file system sends no PropertiesChanged at all; after one write burst the
+    fill-rate estimate does not go out on every poll (100 ms here)."""
+    bus, t = served
+
+    def changes(app: Client) -> int:
+        return int(app.report()["members"].get("PropertiesChanged", 0))
+
+    with glib_objects(bus) as app:
+        time.sleep(1)  # what start-up had to say has been said
+        before = changes(app)
+        time.sleep(10)
+        assert changes(app) == before
+        with (t / "a").open("wb") as f:
+            for _ in range(6):
+                f.write(b"x" * (1 << 20))
+                f.flush()
+                time.sleep(0.2)
+        before = changes(app)
+        time.sleep(5)
+        assert changes(app) - before <= 3

@@ -83,6 +83,14 @@ EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
 # (and drops the sender), and 2,048 changes are about 1 MB.
 CHANGES_PER_SIGNAL = 2048
+# FillRate and SecondsToFull are estimates that move on every sample while
+# a fill comes and goes: a change is news when it starts, stops or reverses
+# (sent at once), or when the estimate moved by more than ESTIMATE_CHANGE,
+# at most every ESTIMATE_SPACING seconds (a held change goes with a later
+# sample).
+ESTIMATES = ("FillRate", "SecondsToFull")
+ESTIMATE_CHANGE = 0.2
+ESTIMATE_SPACING = 3.0  # seconds
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
@@ -142,6 +150,21 @@ class ObjectManagerBus(MessageBus):
                                      "InterfacesRemoved", "oas", [path, removed_interfaces]))
 
 
+def _turned(name: str, old: float | None, new: float) -> bool:
+    """A fill started, stopped or reversed; the file system became full."""
+    if old is None:
+        return True
+    if name == "FillRate":
+        return (old > 0) != (new > 0) or (old < 0) != (new < 0)
+    return (old < 0) != (new < 0) or (old == 0) != (new == 0)
+
+
+def _moved_much(old: float | None, new: float) -> bool:
+    if old is None:
+        return True
+    return abs(new - old) > ESTIMATE_CHANGE * max(abs(old), abs(new))
+
+
 async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
     """Poll: dbus-fast tells nobody when its queue drains."""
     for _ in range(int(limit / 0.005)):
@@ -194,6 +217,7 @@ class DbusPublisher:
         # What the next MountsChanged says, marshalled then: after a storm's events.
         self._mount_changes: list[tuple[MountChange, str]] = []  # (change, fs object path)
         self._generation_sent = -1
+        self._estimated_at: dict[DevNum, float] = {}  # when FillRate/SecondsToFull last went
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -238,6 +262,7 @@ class DbusPublisher:
         obj = self.objects.pop(dev, None)
         self._by_path.pop(fs_object_path(dev), None)
         self._sent.pop(dev, None)
+        self._estimated_at.pop(dev, None)
         self._dirty.discard(dev)
         if obj is not None and self._bus is not None:
             self._bus.unexport(fs_object_path(dev), obj)
@@ -345,11 +370,29 @@ class DbusPublisher:
             before = self._sent.get(dev, {})
             changed = {k: v for k, v in now.items()
                        if before.get(k) != v and k not in CONST_PROPERTIES}
+            self._hold_estimates(dev, before, now, changed)
             self._sent[dev] = now
             if changed:
                 self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
                     k: (FS_PROPERTIES[k][0], v) for k, v in changed.items()})
         self._dirty.clear()
+
+    def _hold_estimates(self, dev: DevNum, before: dict[str, Any], now: dict[str, Any],
+                        changed: dict[str, Any]) -> None:
+        """Take out of `changed` (and put back in `now` as sent) the estimates
+        whose change is no news yet."""
+        moved = [k for k in ESTIMATES if k in changed]
+        if not moved:
+            return
+        t = time.monotonic()
+        if any(_turned(k, before.get(k), now[k]) for k in moved) or (
+                t - self._estimated_at.get(dev, -ESTIMATE_SPACING) >= ESTIMATE_SPACING
+                and any(_moved_much(before.get(k), now[k]) for k in moved)):
+            self._estimated_at[dev] = t
+            return
+        for k in moved:
+            del changed[k]
+            now[k] = before[k]
 
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
