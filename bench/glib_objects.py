@@ -61,7 +61,7 @@ def show(obj):  # type: ignore[no-untyped-def]
     values = [proxy.get_cached_property(k) for k in ("Size", "Sampled", "Responsive")]
     points = proxy.get_cached_property("MountPoints")
     most_points[0] = max(most_points[0], len(points.unpack()) if points else 0)
-    print("added", obj.get_object_path(), *(v.unpack() if v else None for v in values),
+    print("added", obj.get_object_path(), *(None if v is None else v.unpack() for v in values),
           flush=True)
 
 

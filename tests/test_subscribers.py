@@ -22,6 +22,7 @@ import pytest
 
 from tests.publishers.buses import busctl, dbus_daemon
 from tests.running import bind_mounts, daemon_config, dev_of, fsmond, tmpfs
+from tests.test_reliability import fuse_server
 
 pytestmark = [pytest.mark.root]
 REPO = Path(__file__).resolve().parent.parent
@@ -130,6 +131,10 @@ def test_an_object_manager_client_gets_nothing_per_mount_in_a_storm(
         # Its last unmount is its own event too.
         app.expect(lambda s: s == f"event {late_obj} info unmounted")
         got = app.report()
+    # Every object appeared with its first sample, never with invented zeros.
+    added = [line.split() for line in app.seen if line.startswith("added ")]
+    assert [a[1] for a in added] == [obj, late_obj], added
+    assert all(int(a[2]) > 0 and a[3] == "True" and a[4] == "True" for a in added), added
     members = got["members"]
     # Nothing per mount: neither the mount table's signal nor each bind
     # mount's mounted/unmounted (2,000 Events), nor 1,001 mount points.
@@ -192,3 +197,20 @@ def test_an_idle_file_system_says_nothing_and_a_burst_says_little(
         before = changes(app)
         time.sleep(5)
         assert changes(app) - before <= 3
+
+
+def test_a_file_system_that_does_not_answer_appears_unresponsive(tmp_path: Path) -> None:
+    """Its object waits for statvfs_timeout, then appears with Responsive
+    false (and Sampled false: its figures are unknown, not zero)."""
+    base = tmp_path / "w"
+    with fuse_server(base / "fuse") as server:
+        server.send_signal(signal.SIGSTOP)  # every statvfs of it now hangs
+        cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"2s"')
+        with dbus_daemon() as bus, tmpfs(base / "t", "size=10m") as t, \
+                fsmond(cfg, bus=bus) as p, glib_objects(bus) as app:
+            hung = p.wait_for(lambda e: e["name"] == "unresponsive")["fs"]
+            line = app.expect(lambda s: s.startswith(f"added {hung} ")).split()
+            assert line[3:] == ["False", "False"], line  # Sampled, Responsive
+            added = [s.split() for s in app.seen if s.startswith("added ")]
+            assert [a[1] for a in added] == [fs_path(t), hung], added
+            assert int(added[0][2]) > 0

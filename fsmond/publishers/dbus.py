@@ -211,6 +211,10 @@ class DbusPublisher:
         self.manager = ManagerObject(daemon)
         self.objects: dict[DevNum, FileSystemObject] = {}
         self._by_path: dict[str, FileSystemObject] = {}
+        # File systems whose object waits for their first sample (or a
+        # statvfs_timeout), with the object's own events meanwhile.
+        self._unborn: dict[DevNum, list[Event]] = {}
+        self._unborn_paths: dict[str, DevNum] = {}
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
@@ -224,9 +228,10 @@ class DbusPublisher:
     # ----------------------------------------------------- from the daemon
 
     def publish(self, events: list[Event]) -> None:
-        # A new file system's object is exported first (InterfacesAdded), so
-        # that its first events (watch-added, mounted) come from it as well;
-        # a removed one goes after its last events, in on_updates.
+        # A new file system's object is exported first (InterfacesAdded), or
+        # once sampled, its events held till then (_add_object), so that its
+        # first events (watch-added, mounted) come from it as well; a removed
+        # one goes after its last events, in on_updates.
         for dev in self.daemon.engine.filesystems.keys() - self.objects.keys():
             self._add_object(dev)
         if (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
@@ -242,6 +247,8 @@ class DbusPublisher:
             self._remove_object(dev)
         for dev in u.fs_added:
             self._add_object(dev)
+        for dev in u.fs_changed & self._unborn.keys():
+            self._add_object(dev)
         self._dirty |= u.fs_changed & self.objects.keys()
         engine = self.daemon.engine
         for c in u.mount_changes:
@@ -250,15 +257,33 @@ class DbusPublisher:
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:
+        """Export the object once its figures are known: its first sample, or
+        statvfs_timeout without one (Responsive false), or at once when no
+        mount point shows it (it cannot be sampled: Sampled false)."""
         if dev in self.objects or self._bus is None:
             return
-        obj = FileSystemObject(self.daemon.engine, dev)
+        engine = self.daemon.engine
+        fs = engine.filesystems.get(dev)
+        if fs is None:
+            return
+        path = fs_object_path(dev)
+        if not (fs.sampled or not fs.responsive or engine.visible_mount(dev) is None):
+            self._unborn.setdefault(dev, [])
+            self._unborn_paths[path] = dev
+            return
+        obj = FileSystemObject(engine, dev)
         self.objects[dev] = obj
-        self._by_path[fs_object_path(dev)] = obj
+        self._by_path[path] = obj
         self._sent[dev] = obj.values()
-        self._bus.export(fs_object_path(dev), obj)
+        self._bus.export(path, obj)
+        self._unborn_paths.pop(path, None)
+        held = self._unborn.pop(dev, [])
+        if held:  # after InterfacesAdded, which dbus-fast has queued
+            self._send_raw(b"".join(self._object_event(e) for e in held))
 
     def _remove_object(self, dev: DevNum) -> None:
+        self._unborn.pop(dev, None)
+        self._unborn_paths.pop(fs_object_path(dev), None)
         obj = self.objects.pop(dev, None)
         self._by_path.pop(fs_object_path(dev), None)
         self._sent.pop(dev, None)
@@ -332,9 +357,17 @@ class DbusPublisher:
         """The Manager's Event and the file system object's, one a{sv} for both."""
         manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
         out = [self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", manager)]
-        if not e.per_mount and e.fs in self._by_path:
+        if e.per_mount:
+            return out
+        if e.fs in self._by_path:
             out.append(self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj))
+        elif (dev := self._unborn_paths.get(e.fs)) is not None:
+            self._unborn[dev].append(e)  # its object comes with its first sample
         return out
+
+    def _object_event(self, e: Event) -> bytes:
+        _manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
+        return self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj)
 
     async def _flush_state(self) -> None:
         while True:
