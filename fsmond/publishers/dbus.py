@@ -23,7 +23,7 @@ a method cannot see its caller, so the privileged methods are taken by a
 message handler that asks the bus for the caller's uid first; a full socket
 would kill the connection (EAGAIN is treated as a fatal error), so writes
 that would block wait for the socket instead, and sending pauses while too
-much is queued.
+much is queued. What touches dbus-fast's private parts is in dbus_transport.
 """
 
 from __future__ import annotations
@@ -31,13 +31,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
-from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
@@ -60,6 +58,7 @@ from fsmond.publishers.dbus_objects import (
     ManagerObject,
     translate,
 )
+from fsmond.publishers.dbus_transport import HookedBus, backlog, make_nonblocking, send_bytes
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -95,59 +94,21 @@ PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 
-class _NonBlockingSocket:
-    """dbus-fast treats EAGAIN from send() as a dead connection; report 'nothing
-    written' instead, so it waits for the socket to become writable."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def send(self, data: Any) -> int:
-        try:
-            return self._sock.send(data)
-        except BlockingIOError:
-            return 0
-
-    def sendmsg(self, *args: Any) -> int:
-        try:
-            return self._sock.sendmsg(*args)
-        except BlockingIOError:
-            return 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-class _Marshalled:
-    """Signals marshalled by dbus_wire, in the shape dbus-fast's send() takes
-    (a serial, no fds, `_marshall`), so that many leave in one write."""
-
-    __slots__ = ("data",)
-    serial = 1  # set: each message inside has its own
-    unix_fds = None
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _marshall(self, negotiate_unix_fd: bool) -> bytes:
-        return self.data
-
-
-class ObjectManagerBus(MessageBus):
+class ObjectManagerBus(HookedBus):
     """InterfacesAdded/Removed from the ObjectManager's path (OBJECTS_PATH)."""
 
-    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
-        if self._disconnected or path == ROOT_PATH or not isinstance(interface, FileSystemObject):
+    def interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if path == ROOT_PATH or not isinstance(interface, FileSystemObject):
             return
         body = {interface.name: interface.all_variants()}
-        self.send(Message.new_signal(OBJECTS_PATH, "org.freedesktop.DBus.ObjectManager",
+        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
                                      "InterfacesAdded", "oa{sa{sv}}", [path, body]))
 
-    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
-        if self._disconnected or path == ROOT_PATH:
+    def interface_removed(self, path: str, interfaces: list[str]) -> None:
+        if path == ROOT_PATH:
             return
-        self.send(Message.new_signal(OBJECTS_PATH, "org.freedesktop.DBus.ObjectManager",
-                                     "InterfacesRemoved", "oas", [path, removed_interfaces]))
+        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
+                                     "InterfacesRemoved", "oas", [path, interfaces]))
 
 
 def _turned(name: str, old: float | None, new: float) -> bool:
@@ -301,9 +262,7 @@ class DbusPublisher:
             await bus.connect()
         except (OSError, DBusError, ValueError) as e:
             raise FsmondError(connect_error(self.bus_name, e)) from e
-        writer = bus._writer
-        assert writer is not None and writer.sock is not None
-        writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+        make_nonblocking(bus)
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
@@ -338,8 +297,7 @@ class DbusPublisher:
         log.info("D-Bus: %s on the %s bus %s", BUS_NAME, self.bus_name, where)
 
     def _backlog(self) -> int:
-        writer = self._bus._writer if self._bus is not None else None
-        return len(writer.messages) if writer is not None else 0
+        return backlog(self._bus)
 
     async def _paced(self) -> None:
         """Wait while the connection has much unsent: bounded memory, no EAGAIN death."""
@@ -441,20 +399,7 @@ class DbusPublisher:
         bus = self._bus
         if bus is None or not bus.connected or not data:
             return
-        writer = bus._writer
-        if writer is not None and writer.sock is not None and writer.buf is None \
-                and not writer.messages:
-            # Nothing queued: write now, without dbus-fast's queue and future
-            # (an error's way out, run cold). What the socket does not take,
-            # or an error, goes the usual way, which handles both.
-            try:
-                sent = writer.sock.send(data)  # the _NonBlockingSocket: 0 for EAGAIN
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        bus.send(_Marshalled(data))  # type: ignore[arg-type]
+        send_bytes(bus, data)
 
     def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
         self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",
