@@ -5,8 +5,9 @@ it gets. Run with the distribution's python3 (python3-gi), on the system bus
 (DBUS_SYSTEM_BUS_ADDRESS for a private one).
 
 It prints `ready <n>` once it has the objects, `event <path> <class> <name>`
-for each object Event and `added <path> <Size> <Sampled> <Responsive>` for
-each new object. On SIGUSR1 it prints one JSON line of what reached its
+for each object Event, `added <path> <Size> <Sampled> <Responsive>` for
+each new object and `changed <path> <property>...` for each
+PropertiesChanged. On SIGUSR1 it prints one JSON line of what reached its
 connection from fsmond (a filter sees every message the bus delivers, which
 is what GLib parses whether a proxy wants it or not): signals by member,
 the most MountPoints any carried, and its CPU seconds. SIGTERM ends it.
@@ -73,6 +74,7 @@ def on_signal(manager, obj, proxy, sender, name, params):  # type: ignore[no-unt
 
 def on_properties(manager, obj, proxy, changed, invalidated):  # type: ignore[no-untyped-def]
     values = changed.unpack()
+    print("changed", obj.get_object_path(), *sorted(values), flush=True)
     if "MountPoints" in values:
         most_points[0] = max(most_points[0], len(values["MountPoints"]))
 

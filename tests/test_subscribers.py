@@ -214,3 +214,18 @@ def test_a_file_system_that_does_not_answer_appears_unresponsive(tmp_path: Path)
             added = [s.split() for s in app.seen if s.startswith("added ")]
             assert [a[1] for a in added] == [fs_path(t), hung], added
             assert int(added[0][2]) > 0
+
+
+def test_space_figures_go_when_they_move_visibly(tmp_path: Path) -> None:
+    """A 100 GiB tmpfs: 1 MiB written moves Available by 0.001% (the fill's
+    start goes out, not the figure); 30 MiB more by 0.03%, which goes."""
+    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
+    with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "big", "size=100g") as big, \
+            fsmond(cfg, bus=bus), glib_objects(bus) as app:
+        obj = fs_path(big)
+        (big / "a").write_bytes(b"x" * (1 << 20))
+        line = app.expect(lambda s: s.startswith(f"changed {obj} ") and "FillRate" in s)
+        assert "Available" not in line.split(), line
+        (big / "b").write_bytes(b"x" * (30 << 20))
+        line = app.expect(lambda s: s.startswith(f"changed {obj} ") and "Available" in s)
+        assert "PercentAvailable" in line.split() and "Free" in line.split(), line

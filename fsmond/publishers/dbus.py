@@ -90,6 +90,12 @@ CHANGES_PER_SIGNAL = 2048
 ESTIMATES = ("FillRate", "SecondsToFull")
 ESTIMATE_CHANGE = 0.2
 ESTIMATE_SPACING = 3.0  # seconds
+# The space and inode figures go with a sample that moved one of them by a
+# visible amount: more than this share of the whole (df -h shows three
+# digits), or to or from 0. A held move goes with a later sample that makes
+# it visible.
+FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
+VISIBLE = 1e-4
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
@@ -109,6 +115,28 @@ class ObjectManagerBus(HookedBus):
             return
         self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
                                      "InterfacesRemoved", "oas", [path, interfaces]))
+
+
+def _hold_figures(before: dict[str, Any], now: dict[str, Any],
+                  changed: dict[str, Any]) -> None:
+    """Take out of `changed` (and put back in `now` as sent) a group of
+    figures none of which moved visibly."""
+    if "Size" in changed or "Sampled" in changed:
+        return
+    for group, whole in zip(FIGURES, (now["Size"], now["Files"]), strict=True):
+        moved = [k for k in group if k in changed]
+        if not moved:
+            continue
+        if any(_visible(before.get(k), now[k], whole) for k in moved
+               if k != "PercentAvailable"):
+            continue
+        for k in moved:
+            del changed[k]
+            now[k] = before[k]
+
+
+def _visible(old: int | None, new: int, whole: int) -> bool:
+    return old is None or (old == 0) != (new == 0) or abs(new - old) > VISIBLE * whole
 
 
 def _turned(name: str, old: float | None, new: float) -> bool:
@@ -362,6 +390,7 @@ class DbusPublisher:
             changed = {k: v for k, v in now.items()
                        if before.get(k) != v and k not in CONST_PROPERTIES}
             self._hold_estimates(dev, before, now, changed)
+            _hold_figures(before, now, changed)
             self._sent[dev] = now
             if changed:
                 self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
