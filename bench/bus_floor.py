@@ -44,15 +44,10 @@ from bench.harness import (
 from fsmond.engine.mounts import REMOVED, MountChange
 from fsmond.events import Event, MountEntry
 from fsmond.publishers import dbus_wire as wire
-from fsmond.publishers.dbus import (
-    CHANGES_PER_SIGNAL,
-    EVENT_BATCH,
-    HIGH_WATER,
-    _Marshalled,
-    _NonBlockingSocket,
-)
+from fsmond.publishers.dbus import CHANGES_PER_SIGNAL, EVENT_BATCH, HIGH_WATER
 from fsmond.publishers.dbus_convert import mounts_changed_bodies
 from fsmond.publishers.dbus_entries import change_entries, event_entries
+from fsmond.publishers.dbus_transport import Marshalled, backlog, make_nonblocking
 
 ROOT, FS = "/org/fsmond/FsMon1", "/org/fsmond/FsMon1/fs/0_50"
 KINDS = {"pairs": "Event pairs, as fsmond sends them",
@@ -101,9 +96,7 @@ async def one_run(kind: str, events: int, subscribed: bool, broker: str
         if subscribed else ["sleep", "infinity"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bus = await MessageBus(bus_address=address).connect()
-    writer = bus._writer
-    assert writer is not None and writer.sock is not None
-    writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+    make_nonblocking(bus)
     try:
         await asyncio.sleep(0.5)  # the monitor is subscribed
         batches = mounts_changed(events, 100) if kind == "changes" else [
@@ -113,8 +106,8 @@ async def one_run(kind: str, events: int, subscribed: bool, broker: str
         bus_cpu, monitor_cpu, t0 = cpu_seconds(router), cpu_seconds(monitor.pid), \
             time.monotonic()
         for data in batches:
-            bus.send(_Marshalled(data))  # type: ignore[arg-type]
-            while len(writer.messages) > HIGH_WATER:
+            bus.send(Marshalled(data))  # type: ignore[arg-type]
+            while backlog(bus) > HIGH_WATER:
                 await asyncio.sleep(0.005)
         # Passed on when a call after them is answered (the bus keeps order).
         await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",

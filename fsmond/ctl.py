@@ -21,6 +21,7 @@ from dbus_fast.aio import MessageBus
 from fsmond.publishers.dbus import bus_type_and_address
 
 NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
+OBJECTS = ROOT + "/fs"  # the file systems' ObjectManager
 MANAGER, FS = "org.fsmond.FsMon1.Manager", "org.fsmond.FsMon1.FileSystem"
 NOT_RUNNING = ("org.freedesktop.DBus.Error.ServiceUnknown",
                "org.freedesktop.DBus.Error.NameHasNoOwner")
@@ -104,7 +105,7 @@ class Client:
         return [plain(b) for b in reply.body]
 
     async def filesystems(self) -> dict[str, dict[str, Any]]:
-        objects = (await self.call("GetManagedObjects",
+        objects = (await self.call("GetManagedObjects", path=OBJECTS,
                                    interface="org.freedesktop.DBus.ObjectManager"))[0]
         return {path: with_df(ifaces[FS]) for path, ifaces in sorted(objects.items())
                 if FS in ifaces}
@@ -269,7 +270,9 @@ async def monitor(c: Client, args: argparse.Namespace) -> None:
             queue.put_nowait(("owner", list(msg.body)))
 
     c.bus.add_message_handler(handler)
-    for rule in (f"type='signal',interface='{MANAGER}',member='Event'",
+    # The Manager's Event has them all; the bus keeps to the classes asked for.
+    events = f"type='signal',path='{ROOT}',interface='{MANAGER}',member='Event'"
+    for rule in (*([f"{events},arg1='{cls}'" for cls in dict.fromkeys(args.classes)] or [events]),
                  "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
                  f"member='NameOwnerChanged',arg0='{NAME}'"):
         await c.call("AddMatch", "s", rule, path="/org/freedesktop/DBus",

@@ -32,7 +32,10 @@ DevNum = tuple[int, int]
 """A superblock's device number (major, minor), as in mountinfo field 3."""
 
 ROOT_PATH = "/org/fsmond/FsMon1"
-FS_PATH_PREFIX = ROOT_PATH + "/fs/"
+# The ObjectManager of the file-system objects: GLib's client subscribes to
+# every signal under it, so nothing per-mount is sent from here down.
+OBJECTS_PATH = ROOT_PATH + "/fs"
+FS_PATH_PREFIX = OBJECTS_PATH + "/"
 
 CLASSES = ("info", "warn", "err", "thr")
 
@@ -247,6 +250,10 @@ class Event:
     pid: int = 0
     comm: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    # A `mounted`/`unmounted` that is neither the file system's first mount
+    # nor its last unmount: mount-table traffic, which the file system's own
+    # object does not send (the Manager does). Not part of the event's text.
+    per_mount: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of --print-events and MQTT."""

@@ -227,7 +227,7 @@ def test_an_ext4_mounted_after_start_is_one_sampled_object_with_its_error_mark(
 
 
 def managed(c: Container) -> list[str]:
-    reply = c.busctl("call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+    reply = c.busctl("call", NAME, ROOT + "/fs", "org.freedesktop.DBus.ObjectManager",
                      "GetManagedObjects")
     return list(reply["data"][0])
 

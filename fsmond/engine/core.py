@@ -332,15 +332,38 @@ class Engine:
         self._updates.mount_changes += changes
         events: list[Event] = []
         affected = list(dict.fromkeys(c.entry.device for c in changes))
+        removed = [c for c in changes if c.kind == REMOVED]
+        others = [c for c in changes if c.kind != REMOVED]
+        # The file system's own mount events: the first mount of a device that
+        # had none before this step, the last unmount of one left with none.
+        net: dict[DevNum, int] = {}
+        for c in changes:
+            if c.kind != CHANGED:
+                dev = c.entry.device
+                net[dev] = net.get(dev, 0) + (1 if c.kind == ADDED else -1)
+        own: set[int] = set()  # ids of those MountChanges
+        for c in reversed(removed):
+            dev = c.entry.device
+            if not self._by_device.get(dev) and dev in net:
+                own.add(id(c))
+                del net[dev]
+        seen: set[DevNum] = set()
+        for c in others:
+            dev = c.entry.device
+            if c.kind == ADDED and dev not in seen:
+                seen.add(dev)
+                if len(self._by_device.get(dev, ())) == max(0, net.get(dev, 0)):
+                    own.add(id(c))
         # Unmounts are reported while their file system still exists.
-        events += self._mount_events([c for c in changes if c.kind == REMOVED], now)
+        events += self._mount_events(removed, now, own)
         events += self._refresh(affected, now)
-        events += self._mount_events([c for c in changes if c.kind != REMOVED], now)
+        events += self._mount_events(others, now, own)
         self._gone_first.clear()
         self.started = True
         return events
 
-    def _mount_events(self, changes: Iterable[MountChange], now: float) -> list[Event]:
+    def _mount_events(self, changes: Iterable[MountChange], now: float,
+                      own: set[int]) -> list[Event]:
         out: list[Event] = []
         for c in changes:
             fs = self.filesystems.get(c.entry.device)
@@ -355,13 +378,14 @@ class Engine:
             if "info" not in fs.watch.classes:
                 continue
             # Straight to an Event: a storm makes 15,000 of these.
+            per_mount = id(c) not in own
             if c.kind == ADDED:
                 out.append(self._event(fs, "info", "mounted", {
                     "options": e.options, "super_options": e.super_options,
-                    "mount_id": e.mount_id}, now, e.mount_point))
+                    "mount_id": e.mount_id}, now, e.mount_point, per_mount=per_mount))
             else:
                 out.append(self._event(fs, "info", "unmounted", {"mount_id": e.mount_id}, now,
-                                       e.mount_point))
+                                       e.mount_point, per_mount=per_mount))
         return out
 
     def _mount_changed(
@@ -534,12 +558,13 @@ class Engine:
                 for n in notices if n.cls not in CLASSES or n.cls in fs.watch.classes]
 
     def _event(self, fs: FileSystem, cls: str, name: str, details: dict[str, Any], now: float,
-               mount_point: str, source: str = "", pid: int = 0, comm: str = "") -> Event:
+               mount_point: str, source: str = "", pid: int = 0, comm: str = "",
+               per_mount: bool = False) -> Event:
         """A numbered event of a watched file system."""
         self.seq += 1
         return Event(self.seq, now + self.wall_offset, cls, name, fs_object_path(fs.device),
                      mount_point, fs.fstype, source or fs.source, dev_str(fs.device), pid,
-                     comm, details)
+                     comm, details, per_mount)
 
     def _make(self, n: Notice, now: float, device: DevNum | None, source: str) -> Event:
         """A numbered event that no watched file system owns."""

@@ -6,11 +6,11 @@ receive and calls only what any user may call: NameOwnerChanged tells when
 fsmond comes and goes; when it comes, GetManagedObjects gives every file
 system, and from then on the FileSystem objects' PropertiesChanged and
 `read-only` Event signals and the ObjectManager's InterfacesAdded/Removed
-keep the copy current. The match rules name fsmond as sender, the objects'
-path and, for Events, the name (arg1), so per-mount traffic (MountsChanged;
-the mounted/unmounted events, which the objects send too) is never
-delivered here: a mount storm costs the agent nothing but the few coalesced
-MountPoints changes of a file system that is bind-mounted.
+keep the copy current. Everything comes from under the ObjectManager's path
+(/org/fsmond/FsMon1/fs), where fsmond sends nothing per mount; the match
+rules name fsmond as sender, that path and, for Events, the name (arg1): a
+mount storm costs the agent nothing but the few coalesced MountCount
+changes of a file system that is bind-mounted.
 
 Signals that arrive while GetManagedObjects is answered are already in its
 reply (fsmond sent them first), so they are dropped then; Events are not
@@ -28,16 +28,16 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from fsmond.ctl import FS, NAME, ROOT, plain
+from fsmond.ctl import FS, NAME, OBJECTS, plain
 from fsmond.notify.policy import FsView
 
 log = logging.getLogger(__name__)
 
-FS_PATHS = ROOT + "/fs"
+FS_PATHS = OBJECTS
 DBUS = ("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus")
 MATCHES = (
     f"type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{NAME}'",
-    f"type='signal',sender='{NAME}',path='{ROOT}',"
+    f"type='signal',sender='{NAME}',path='{FS_PATHS}',"
     "interface='org.freedesktop.DBus.ObjectManager'",
     f"type='signal',sender='{NAME}',path_namespace='{FS_PATHS}',"
     "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'",
@@ -127,7 +127,7 @@ class FsmondFollower:
     async def _sync(self, bus: MessageBus, owner: str) -> None:
         self.owner, self._syncing = owner, True
         try:
-            (objects,) = await call(bus, NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+            (objects,) = await call(bus, NAME, FS_PATHS, "org.freedesktop.DBus.ObjectManager",
                                     "GetManagedObjects")
         except DBusError as e:  # it went again meanwhile: NameOwnerChanged follows
             log.info("fsmond did not answer (%s)", e)
@@ -170,7 +170,7 @@ class FsmondFollower:
             props = self.props.get(path)
             if iface == FS and props is not None:
                 # FileSystem's properties are scalars and `as` (MountPoints,
-                # 15,000 strings in a storm): one level of Variants, no walk.
+                # 16 strings at most): one level of Variants, no walk.
                 props.update({k: v.value for k, v in changed.items()})
                 self.sink.update(FsView.from_properties(path, props))
         elif member == "InterfacesAdded":

@@ -1,9 +1,13 @@
 """The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
 
-How it works: a Manager object at /org/fsmond/FsMon1 (with ObjectManager)
-and one FileSystem object per watched file system. Events come through a
-bounded outbox and go out as the Manager's `Event` and the file system
-object's own `Event` (kevent style). State changes are coalesced: a flusher
+How it works: a Manager object at /org/fsmond/FsMon1, the ObjectManager at
+/org/fsmond/FsMon1/fs and one FileSystem object per watched file system
+under it. A client that follows the objects (GDBusObjectManagerClient
+subscribes to every signal under the ObjectManager's path) thus receives no
+mount-table traffic: MountsChanged and every event go out from the Manager,
+above that path; a file system's object sends its own events only, not each
+bind mount's `mounted`/`unmounted` (Event.per_mount). Events come through a
+bounded outbox. State changes are coalesced: a flusher
 runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
 values that changed, so a 15,000-mount storm becomes a few signals, sent
@@ -13,11 +17,13 @@ written at once when nothing waits before them (an error's way out).
 
 dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
 child's own path, so the bus class sends them from the ObjectManager's path;
+it answers GetManagedObjects on any path, so on the Manager's it is refused
+(a client pointed there would follow every signal of the Manager);
 a method cannot see its caller, so the privileged methods are taken by a
 message handler that asks the bus for the caller's uid first; a full socket
 would kill the connection (EAGAIN is treated as a fatal error), so writes
 that would block wait for the socket instead, and sending pauses while too
-much is queued.
+much is queued. What touches dbus-fast's private parts is in dbus_transport.
 """
 
 from __future__ import annotations
@@ -25,20 +31,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
-from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
 from fsmond.engine.core import Updates
 from fsmond.engine.mounts import MountChange
 from fsmond.errors import FsmondError
-from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
@@ -54,6 +58,7 @@ from fsmond.publishers.dbus_objects import (
     ManagerObject,
     translate,
 )
+from fsmond.publishers.dbus_transport import HookedBus, backlog, make_nonblocking, send_bytes
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -77,62 +82,76 @@ EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
 # (and drops the sender), and 2,048 changes are about 1 MB.
 CHANGES_PER_SIGNAL = 2048
+# FillRate and SecondsToFull are estimates that move on every sample while
+# a fill comes and goes: a change is news when it starts, stops or reverses
+# (sent at once), or when the estimate moved by more than ESTIMATE_CHANGE,
+# at most every ESTIMATE_SPACING seconds (a held change goes with a later
+# sample).
+ESTIMATES = ("FillRate", "SecondsToFull")
+ESTIMATE_CHANGE = 0.2
+ESTIMATE_SPACING = 3.0  # seconds
+# The space and inode figures go with a sample that moved one of them by a
+# visible amount: more than this share of the whole (df -h shows three
+# digits), or to or from 0. A held move goes with a later sample that makes
+# it visible.
+FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
+VISIBLE = 1e-4
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 
-class _NonBlockingSocket:
-    """dbus-fast treats EAGAIN from send() as a dead connection; report 'nothing
-    written' instead, so it waits for the socket to become writable."""
+class ObjectManagerBus(HookedBus):
+    """InterfacesAdded/Removed from the ObjectManager's path (OBJECTS_PATH)."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def send(self, data: Any) -> int:
-        try:
-            return self._sock.send(data)
-        except BlockingIOError:
-            return 0
-
-    def sendmsg(self, *args: Any) -> int:
-        try:
-            return self._sock.sendmsg(*args)
-        except BlockingIOError:
-            return 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-class _Marshalled:
-    """Signals marshalled by dbus_wire, in the shape dbus-fast's send() takes
-    (a serial, no fds, `_marshall`), so that many leave in one write."""
-
-    __slots__ = ("data",)
-    serial = 1  # set: each message inside has its own
-    unix_fds = None
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def _marshall(self, negotiate_unix_fd: bool) -> bytes:
-        return self.data
-
-
-class ObjectManagerBus(MessageBus):
-    """InterfacesAdded/Removed from the ObjectManager's path, as the spec wants."""
-
-    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
-        if self._disconnected or path == ROOT_PATH or not isinstance(interface, FileSystemObject):
+    def interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if path == ROOT_PATH or not isinstance(interface, FileSystemObject):
             return
         body = {interface.name: interface.all_variants()}
-        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
+        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
                                      "InterfacesAdded", "oa{sa{sv}}", [path, body]))
 
-    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
-        if self._disconnected or path == ROOT_PATH:
+    def interface_removed(self, path: str, interfaces: list[str]) -> None:
+        if path == ROOT_PATH:
             return
-        self.send(Message.new_signal(ROOT_PATH, "org.freedesktop.DBus.ObjectManager",
-                                     "InterfacesRemoved", "oas", [path, removed_interfaces]))
+        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
+                                     "InterfacesRemoved", "oas", [path, interfaces]))
+
+
+def _hold_figures(before: dict[str, Any], now: dict[str, Any],
+                  changed: dict[str, Any]) -> None:
+    """Take out of `changed` (and put back in `now` as sent) a group of
+    figures none of which moved visibly."""
+    if "Size" in changed or "Sampled" in changed:
+        return
+    for group, whole in zip(FIGURES, (now["Size"], now["Files"]), strict=True):
+        moved = [k for k in group if k in changed]
+        if not moved:
+            continue
+        if any(_visible(before.get(k), now[k], whole) for k in moved
+               if k != "PercentAvailable"):
+            continue
+        for k in moved:
+            del changed[k]
+            now[k] = before[k]
+
+
+def _visible(old: int | None, new: int, whole: int) -> bool:
+    return old is None or (old == 0) != (new == 0) or abs(new - old) > VISIBLE * whole
+
+
+def _turned(name: str, old: float | None, new: float) -> bool:
+    """A fill started, stopped or reversed; the file system became full."""
+    if old is None:
+        return True
+    if name == "FillRate":
+        return (old > 0) != (new > 0) or (old < 0) != (new < 0)
+    return (old < 0) != (new < 0) or (old == 0) != (new == 0)
+
+
+def _moved_much(old: float | None, new: float) -> bool:
+    if old is None:
+        return True
+    return abs(new - old) > ESTIMATE_CHANGE * max(abs(old), abs(new))
 
 
 async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
@@ -181,21 +200,27 @@ class DbusPublisher:
         self.manager = ManagerObject(daemon)
         self.objects: dict[DevNum, FileSystemObject] = {}
         self._by_path: dict[str, FileSystemObject] = {}
+        # File systems whose object waits for their first sample (or a
+        # statvfs_timeout), with the object's own events meanwhile.
+        self._unborn: dict[DevNum, list[Event]] = {}
+        self._unborn_paths: dict[str, DevNum] = {}
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
         self._sent: dict[DevNum, dict[str, Any]] = {}
         # What the next MountsChanged says, marshalled then: after a storm's events.
         self._mount_changes: list[tuple[MountChange, str]] = []  # (change, fs object path)
         self._generation_sent = -1
+        self._estimated_at: dict[DevNum, float] = {}  # when FillRate/SecondsToFull last went
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------- from the daemon
 
     def publish(self, events: list[Event]) -> None:
-        # A new file system's object is exported first (InterfacesAdded), so
-        # that its first events (watch-added, mounted) come from it as well;
-        # a removed one goes after its last events, in on_updates.
+        # A new file system's object is exported first (InterfacesAdded), or
+        # once sampled, its events held till then (_add_object), so that its
+        # first events (watch-added, mounted) come from it as well; a removed
+        # one goes after its last events, in on_updates.
         for dev in self.daemon.engine.filesystems.keys() - self.objects.keys():
             self._add_object(dev)
         if (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
@@ -211,6 +236,8 @@ class DbusPublisher:
             self._remove_object(dev)
         for dev in u.fs_added:
             self._add_object(dev)
+        for dev in u.fs_changed & self._unborn.keys():
+            self._add_object(dev)
         self._dirty |= u.fs_changed & self.objects.keys()
         engine = self.daemon.engine
         for c in u.mount_changes:
@@ -219,18 +246,37 @@ class DbusPublisher:
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:
+        """Export the object once its figures are known: its first sample, or
+        statvfs_timeout without one (Responsive false), or at once when no
+        mount point shows it (it cannot be sampled: Sampled false)."""
         if dev in self.objects or self._bus is None:
             return
-        obj = FileSystemObject(self.daemon.engine, dev)
+        engine = self.daemon.engine
+        fs = engine.filesystems.get(dev)
+        if fs is None:
+            return
+        path = fs_object_path(dev)
+        if not (fs.sampled or not fs.responsive or engine.visible_mount(dev) is None):
+            self._unborn.setdefault(dev, [])
+            self._unborn_paths[path] = dev
+            return
+        obj = FileSystemObject(engine, dev)
         self.objects[dev] = obj
-        self._by_path[fs_object_path(dev)] = obj
+        self._by_path[path] = obj
         self._sent[dev] = obj.values()
-        self._bus.export(fs_object_path(dev), obj)
+        self._bus.export(path, obj)
+        self._unborn_paths.pop(path, None)
+        held = self._unborn.pop(dev, [])
+        if held:  # after InterfacesAdded, which dbus-fast has queued
+            self._send_raw(b"".join(self._object_event(e) for e in held))
 
     def _remove_object(self, dev: DevNum) -> None:
+        self._unborn.pop(dev, None)
+        self._unborn_paths.pop(fs_object_path(dev), None)
         obj = self.objects.pop(dev, None)
         self._by_path.pop(fs_object_path(dev), None)
         self._sent.pop(dev, None)
+        self._estimated_at.pop(dev, None)
         self._dirty.discard(dev)
         if obj is not None and self._bus is not None:
             self._bus.unexport(fs_object_path(dev), obj)
@@ -244,9 +290,7 @@ class DbusPublisher:
             await bus.connect()
         except (OSError, DBusError, ValueError) as e:
             raise FsmondError(connect_error(self.bus_name, e)) from e
-        writer = bus._writer
-        assert writer is not None and writer.sock is not None
-        writer.sock = _NonBlockingSocket(writer.sock)  # type: ignore[assignment]
+        make_nonblocking(bus)
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
@@ -281,8 +325,7 @@ class DbusPublisher:
         log.info("D-Bus: %s on the %s bus %s", BUS_NAME, self.bus_name, where)
 
     def _backlog(self) -> int:
-        writer = self._bus._writer if self._bus is not None else None
-        return len(writer.messages) if writer is not None else 0
+        return backlog(self._bus)
 
     async def _paced(self) -> None:
         """Wait while the connection has much unsent: bounded memory, no EAGAIN death."""
@@ -300,9 +343,17 @@ class DbusPublisher:
         """The Manager's Event and the file system object's, one a{sv} for both."""
         manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
         out = [self._signal(ROOT_PATH, MANAGER_IFACE, "Event", "ossa{sv}", manager)]
+        if e.per_mount:
+            return out
         if e.fs in self._by_path:
             out.append(self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj))
+        elif (dev := self._unborn_paths.get(e.fs)) is not None:
+            self._unborn[dev].append(e)  # its object comes with its first sample
         return out
+
+    def _object_event(self, e: Event) -> bytes:
+        _manager, obj = wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
+        return self._signal(e.fs, FILESYSTEM_IFACE, "Event", "ssa{sv}", obj)
 
     async def _flush_state(self) -> None:
         while True:
@@ -314,7 +365,7 @@ class DbusPublisher:
             self._flush_once()
             took = time.perf_counter() - took
             await self._paced()
-            # A flush costs more as the table grows (MountPoints of 15,000 mounts
+            # A flush costs more as the table grows (MountsChanged of 15,000 mounts
             # in a storm): space them out so flushing stays a small share of CPU.
             await asyncio.sleep(min(FLUSH_MAX, max(FLUSH_INTERVAL, FLUSH_SPACING * took)))
 
@@ -338,11 +389,30 @@ class DbusPublisher:
             before = self._sent.get(dev, {})
             changed = {k: v for k, v in now.items()
                        if before.get(k) != v and k not in CONST_PROPERTIES}
+            self._hold_estimates(dev, before, now, changed)
+            _hold_figures(before, now, changed)
             self._sent[dev] = now
             if changed:
                 self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
                     k: (FS_PROPERTIES[k][0], v) for k, v in changed.items()})
         self._dirty.clear()
+
+    def _hold_estimates(self, dev: DevNum, before: dict[str, Any], now: dict[str, Any],
+                        changed: dict[str, Any]) -> None:
+        """Take out of `changed` (and put back in `now` as sent) the estimates
+        whose change is no news yet."""
+        moved = [k for k in ESTIMATES if k in changed]
+        if not moved:
+            return
+        t = time.monotonic()
+        if any(_turned(k, before.get(k), now[k]) for k in moved) or (
+                t - self._estimated_at.get(dev, -ESTIMATE_SPACING) >= ESTIMATE_SPACING
+                and any(_moved_much(before.get(k), now[k]) for k in moved)):
+            self._estimated_at[dev] = t
+            return
+        for k in moved:
+            del changed[k]
+            now[k] = before[k]
 
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
@@ -358,20 +428,7 @@ class DbusPublisher:
         bus = self._bus
         if bus is None or not bus.connected or not data:
             return
-        writer = bus._writer
-        if writer is not None and writer.sock is not None and writer.buf is None \
-                and not writer.messages:
-            # Nothing queued: write now, without dbus-fast's queue and future
-            # (an error's way out, run cold). What the socket does not take,
-            # or an error, goes the usual way, which handles both.
-            try:
-                sent = writer.sock.send(data)  # the _NonBlockingSocket: 0 for EAGAIN
-            except OSError:
-                sent = 0
-            if sent == len(data):
-                return
-            data = data[sent:]
-        bus.send(_Marshalled(data))  # type: ignore[arg-type]
+        send_bytes(bus, data)
 
     def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
         self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",
@@ -380,9 +437,17 @@ class DbusPublisher:
     # ------------------------------------------------------ privileged calls
 
     def _privileged_call(self, msg: Message) -> bool:
-        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything."""
-        if (msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH
-                or msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED):
+        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything.
+        GetManagedObjects on the Manager's path: refused, naming the right one."""
+        if msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH:
+            return False
+        if msg.member == "GetManagedObjects" and msg.interface in (OBJECT_MANAGER, None):
+            assert self._bus is not None
+            self._bus.send(Message.new_error(
+                msg, "org.freedesktop.DBus.Error.UnknownMethod",
+                f"the ObjectManager of fsmond's file systems is at {OBJECTS_PATH}"))
+            return True
+        if msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED:
             return False
         self._spawn(self._answer_privileged(msg))
         return True

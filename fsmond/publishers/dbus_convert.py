@@ -143,12 +143,19 @@ def mounts_changed_bodies(changes: list[tuple[int, bytearray]], limit: int) -> l
             for chunk in (changes[i:i + limit] for i in range(0, len(changes), limit))]
 
 
+# MountPoints shows the first few: every subscriber of the objects receives
+# each change of it, and a storm of bind mounts would make it O(mounts) per
+# change. MountCount says how many there are; ListMounts has them all.
+MOUNT_POINTS_SHOWN = 16
+
 # name -> (signature, getter); the FileSystem object's properties (SPEC section 5).
 FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "Device": ("s", lambda fs: dev_str(fs.device)),
     "FsType": ("s", lambda fs: text(fs.fstype)[0]),
     "Source": ("s", lambda fs: text(fs.source)[0]),
-    "MountPoints": ("as", lambda fs: [text(p)[0] for p in fs.mount_points]),
+    "MountPoints": ("as", lambda fs: [text(p)[0]
+                                      for p in fs.mount_points[:MOUNT_POINTS_SHOWN]]),
+    "MountCount": ("u", lambda fs: len(fs.mount_points)),
     "Sampled": ("b", lambda fs: fs.sampled),
     "Size": ("t", lambda fs: fs.size),
     "Available": ("t", lambda fs: fs.available),

@@ -14,7 +14,9 @@ DOCSTRING = "org.gtk.GDBus.DocString"
 # member -> (doc, names of the out arguments / signal arguments)
 MANAGER: dict[str, tuple[str, tuple[str, ...]]] = {
     "": ("fsmond's root object: queries on the mount table and the watches, "
-         "the privileged controls (root only), and every event as a signal.", ()),
+         "the privileged controls (root only), every event and the mount table's "
+         "changes as signals. The file systems' ObjectManager is at "
+         "/org/fsmond/FsMon1/fs.", ()),
     "GetStatus": ("Version, uptime, backends in use and counters; keys in docs/dbus.md.",
                   ("status",)),
     "ListMounts": ("Every mount of the namespace fsmond follows, with the generation "
@@ -46,12 +48,15 @@ MANAGER: dict[str, tuple[str, tuple[str, ...]]] = {
 
 FILESYSTEM: dict[str, tuple[str, tuple[str, ...]]] = {
     "": ("One watched file system (a superblock), at .../fs/<major>_<minor>.", ()),
-    "Event": ("This file system's events (the Manager sends them too).",
+    "Event": ("This file system's own events: not each bind mount's mounted/unmounted, "
+              "only its first mount and last unmount (the Manager sends them all).",
               ("class", "name", "event")),
     "Device": ("major:minor of the superblock.", ()),
     "FsType": ("File-system type, with the subtype (fuse.sshfs).", ()),
     "Source": ("The mount source (/dev/sda1, tmpfs).", ()),
-    "MountPoints": ("Every mount point of this file system, the one sampled first.", ()),
+    "MountPoints": ("The first 16 mount points of this file system, the one sampled "
+                    "first (MountCount says how many; ListMounts lists them all).", ()),
+    "MountCount": ("How many mounts this file system has.", ()),
     "Sampled": ("false until statvfs has answered once: until then the space and inode "
                 "figures are unknown (0), not zero.", ()),
     "Size": ("Size in bytes.", ()),

@@ -156,6 +156,27 @@ def test_a_batch_unmounting_every_mount_point_names_the_first_in_watch_removed()
     assert [(g.name, g.mount_point) for g in gone][-1] == ("watch-removed", "/b0")
 
 
+def test_only_a_file_systems_first_mount_and_last_unmount_are_its_own() -> None:
+    """Each bind mount's mounted/unmounted is mount-table traffic (per_mount):
+    the file system's own object does not send it."""
+    e, _ = started()
+
+    def mount_events(events: list[Event]) -> list[tuple[str, str, bool]]:
+        return [(ev.name, ev.mount_point, ev.per_mount) for ev in events
+                if ev.name in ("mounted", "unmounted")]
+
+    gone = e.process(MountDelta(removed=(30,)), 1)
+    assert mount_events(gone) == [("unmounted", "/data", False)]
+    binds = [dataclasses.replace(DATA, mount_id=40 + i, mount_point=f"/b{i}") for i in range(3)]
+    assert mount_events(e.process(MountDelta(added=tuple(binds)), 2)) == [
+        ("mounted", "/b0", False), ("mounted", "/b1", True), ("mounted", "/b2", True)]
+    assert mount_events(e.process(MountDelta(added=(DATA,)), 3)) == [("mounted", "/data", True)]
+    assert mount_events(e.process(MountDelta(removed=(40, 30)), 4)) == [
+        ("unmounted", "/b0", True), ("unmounted", "/data", True)]
+    assert mount_events(e.process(MountDelta(removed=(41, 42)), 5)) == [
+        ("unmounted", "/b1", True), ("unmounted", "/b2", False)]
+
+
 def test_mount_unmount_remount_and_forced_read_only() -> None:
     e, _ = started()
     bind = dataclasses.replace(DATA, mount_id=31, mount_point="/bind")

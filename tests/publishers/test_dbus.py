@@ -32,6 +32,7 @@ from tests.running import (
 
 pytestmark = [pytest.mark.root]
 NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
+OBJECTS = ROOT + "/fs"
 MANAGER, FS = "org.fsmond.FsMon1.Manager", "org.fsmond.FsMon1.FileSystem"
 NOBODY = 65534
 
@@ -96,7 +97,9 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
     for member in ("GetStatus", "ListMounts", "GetMount", "GetChangesSince", "ListWatches",
                    "AddWatch", "RemoveWatch", "Reload", "MountsChanged", "Generation"):
         assert f'name="{member}"' in xml
-    assert 'interface name="org.freedesktop.DBus.ObjectManager"' in xml
+    om = json.loads(busctl(bus, "call", NAME, OBJECTS, "org.freedesktop.DBus.Introspectable",
+                           "Introspect").stdout)["data"][0]
+    assert f'node name="{fs_path(t).rsplit("/", 1)[1]}"' in om
     # documented, every argument named (docs/dbus.md is checked against the same XML)
     assert '<annotation name="org.gtk.GDBus.DocString"' in xml
     assert '<arg name="status" direction="out" type="a{sv}"' in xml
@@ -104,7 +107,7 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
     fsxml = json.loads(busctl(bus, "call", NAME, fs_path(t), "org.freedesktop.DBus."
                               "Introspectable", "Introspect").stdout)["data"][0]
     for p in ("Size", "Available", "PercentAvailable", "Level", "ReadOnly", "SecondsToFull",
-              "ErrorCount", "MountPoints", "Classes", "Lower", "Upper"):
+              "ErrorCount", "MountPoints", "MountCount", "Classes", "Lower", "Upper"):
         assert f'<property name="{p}"' in fsxml
     assert 'name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="true"' in fsxml
     assert 'name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"' in fsxml
@@ -113,14 +116,18 @@ def test_introspection_has_every_member_and_annotations(served: Any) -> None:
 def test_managed_objects_and_properties_match_statvfs(served: Any) -> None:
     bus, t, _p, _ = served
     objects = json.loads(busctl(
-        bus, "call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+        bus, "call", NAME, OBJECTS, "org.freedesktop.DBus.ObjectManager",
         "GetManagedObjects").stdout)["data"][0]
     assert list(objects) == [fs_path(t)]
+    # Not on the Manager's path: a client following that would get all its signals.
+    wrong = busctl(bus, "call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+                   "GetManagedObjects", check=False)
+    assert wrong.returncode != 0 and OBJECTS in wrong.stderr
     st = os.statvfs(t)
     props = objects[fs_path(t)][FS]
     assert props["Size"]["data"] == st.f_blocks * st.f_frsize
     assert props["Files"]["data"] == st.f_files
-    assert props["MountPoints"]["data"] == [str(t)]
+    assert props["MountPoints"]["data"] == [str(t)] and props["MountCount"]["data"] == 1
     assert props["Device"]["data"] == dev_of(t) and props["FsType"]["data"] == "tmpfs"
     assert prop(bus, fs_path(t), "Available") == st.f_bavail * st.f_frsize
     status = call(bus, "GetStatus")[0]
@@ -145,12 +152,12 @@ def test_threshold_crossing_signals_from_manager_and_object(served: Any) -> None
     assert prop(bus, fs_path(t), "Level") == "lower"
 
 
-def test_object_manager_signals_come_from_the_root_path(served: Any, tmp_path: Path) -> None:
+def test_object_manager_signals_come_from_the_objects_path(served: Any, tmp_path: Path) -> None:
     _bus, _, _, rec = served
     with tmpfs(tmp_path / "w" / "late", "size=1m") as late:
         added = rec.wait_for(lambda s: s.member == "InterfacesAdded"
                              and s.body[0] == fs_path(late))
-        assert added.path == ROOT
+        assert added.path == OBJECTS
         assert FS in added.body[1]
         path = fs_path(late)
         # The new object exists before its first events, so they come from it too.
@@ -158,7 +165,7 @@ def test_object_manager_signals_come_from_the_root_path(served: Any, tmp_path: P
                            and s.body[1] == "mounted")
         assert rec.signals.index(added) < rec.signals.index(own)
     removed = rec.wait_for(lambda s: s.member == "InterfacesRemoved" and s.body[0] == path)
-    assert removed.path == ROOT and removed.body == [path, [FS]]
+    assert removed.path == OBJECTS and removed.body == [path, [FS]]
     last = rec.wait_for(lambda s: s.path == path and s.member == "Event"
                         and s.body[1] == "watch-removed")  # and its last events before it goes
     assert rec.signals.index(last) < rec.signals.index(removed)
