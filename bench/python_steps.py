@@ -128,7 +128,7 @@ def main() -> None:
         assert found is not None
         for e in errors.process(KernelReport(
                 "error", "kmsg", found.device, found.devname, function=found.function,
-                message=found.message, comm=found.comm), now + 0.001):
+                message=found.message, comm=found.comm), now + 0.001).events:
             wire.event_bodies(e.fs, e.cls, e.name, event_entries(e))
 
     change = MountChange(99, REMOVED, MOUNT)

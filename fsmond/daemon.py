@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
-from fsmond.engine.core import Engine, Updates
+from fsmond.engine.core import Engine, Step
 from fsmond.engine.filesystems import MERGE_WAIT
 from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
 from fsmond.events import (
@@ -121,7 +121,7 @@ class Daemon:
         self.engine = Engine(config, log_size=config.daemon.changelog_size,
                              merge_wait=MERGE_WAIT if config.daemon.kmsg else 0.0)
         self.publishers: list[Publisher] = list(publishers or [])
-        self.update_listeners: list[Callable[[Updates], None]] = []
+        self.update_listeners: list[Callable[[Step], None]] = []
         self._shutdown_trigger = shutdown_trigger or (
             lambda: wait_for_signals(signal.SIGTERM, signal.SIGINT))
         self._ready = ready
@@ -133,7 +133,7 @@ class Daemon:
         self.failed: dict[str, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
-        self._batch: list[Event] | None = None  # see emit_fs_errors
+        self._batch: Step | None = None  # see emit_fs_errors
         self._tick: asyncio.TimerHandle | None = None
         self._check = _fs_check(config.daemon.mount_namespace)
         self.sampler = SpaceSampler(
@@ -162,11 +162,11 @@ class Daemon:
         now = self._now()
         if self.tracer is not None:
             self.tracer.write(obs, now + self.engine.wall_offset)  # replayed on wall time
-        events = self.engine.process(obs, now)
+        step = self.engine.process(obs, now)
         if self._batch is not None:
-            self._batch += events
+            self._batch = self._batch.then(step)
         else:
-            self._deliver(events)
+            self._deliver(step)
 
     def emit_fs_errors(self, reports: list[Observation]) -> None:
         """fanotify's error reports (one read), with kmsg's text of the same errors.
@@ -176,16 +176,16 @@ class Daemon:
         an error into one event, and all of it is delivered at once: on this
         path every step counts, as it runs cold after seconds of quiet.
         """
-        self._batch = []
+        self._batch = Step()
         try:
             for r in reports:
                 self.emit(r)
             if self.kmsg is not None:
                 self.kmsg.read_now()
-            events = self._batch
+            step = self._batch
         finally:
             self._batch = None
-        self._deliver(events)
+        self._deliver(step)
 
     def _now(self) -> float:
         """The engine's clock, monotonic (see Engine.wall_offset), with the wall
@@ -194,22 +194,22 @@ class Daemon:
         self.engine.wall_offset = time.time() - now
         return now
 
-    def _deliver(self, events: list[Event]) -> None:
+    def _deliver(self, step: Step) -> None:
+        events = list(step.events)
         if events:
             self.events += len(events)
             for p in self.publishers:
                 p.publish(events)
-        updates = self.engine.take_updates()
-        if updates:
-            self._on_updates(updates)
+        if step.refreshes():
+            self._on_updates(step)
         self._schedule_tick()
 
-    def _on_updates(self, updates: Updates) -> None:
-        if updates.fs_added or updates.fs_removed:
+    def _on_updates(self, updates: Step) -> None:
+        if updates.added or updates.removed:
             self.sampler.poke()
-        for dev in updates.fs_added:
+        for dev in updates.added:
             self._start_error_watch(dev)
-        for dev in updates.fs_removed:
+        for dev in updates.removed:
             self._fsids.pop(dev, None)
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
@@ -293,7 +293,7 @@ class Daemon:
 
     def note(self, cls: str, name: str, details: dict[str, Any]) -> None:
         """An event of the daemon itself (config errors), attached to no file system."""
-        self._deliver([self.engine.note(cls, name, details, self._now())])
+        self._deliver(Step((self.engine.note(cls, name, details, self._now()),)))
 
     # ------------------------------------------------- what clients may ask
 

@@ -84,5 +84,5 @@ def replay(policy: Policy, trace: Iterable[str], merge_wait: float = 0.0) -> lis
     engine = Engine(policy, merge_wait=merge_wait)
     events: list[Event] = []
     for now, obs in read(trace):
-        events += engine.process(obs, now)
+        events += engine.process(obs, now).events
     return events

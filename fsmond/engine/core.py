@@ -5,9 +5,11 @@ mount table or to the file system it concerns and turns what they report
 into `Event`s with the next sequence number. The engine is told the time
 and never reads a clock, a file or a socket, so every behaviour can be
 replayed in a test. Which file systems are watched comes from a `Policy`
-(the configuration) plus run-time watches (AddWatch/RemoveWatch). What
-publishers must refresh (objects added, removed, changed; mount changes)
-accumulates until `take_updates()`.
+(the configuration) plus run-time watches (AddWatch/RemoveWatch). Every
+input (process, tick, set_policy, add_watch, remove_watch) returns a `Step`:
+its events and what publishers must refresh (file systems added, changed,
+removed; mount changes), so that a publisher follows the engine from its
+steps alone.
 
 Kernel reports name a block device; a file system's own device number is
 usually that device, but btrfs sits on an anonymous 0:NN superblock over its
@@ -57,17 +59,43 @@ class Policy(Protocol):
     def ignored_fstype(self, fstype: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Step:
+    """What one input did: its events, in order, and what publishers must
+    refresh. A device is in at most one of added and removed (of the two,
+    what happened last); `changed` may overlap either. Steps compose with
+    `then`, as if they were one input."""
+
+    events: tuple[Event, ...] = ()
+    added: frozenset[DevNum] = frozenset()
+    changed: frozenset[DevNum] = frozenset()
+    removed: frozenset[DevNum] = frozenset()
+    mount_changes: tuple[MountChange, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.added or self.changed or self.removed
+                    or self.mount_changes)
+
+    def refreshes(self) -> bool:
+        """Whether publishers have state to refresh (not only events)."""
+        return bool(self.added or self.changed or self.removed or self.mount_changes)
+
+    def then(self, later: Step) -> Step:
+        return Step(self.events + later.events,
+                    (self.added - later.removed) | later.added,
+                    self.changed | later.changed,
+                    (self.removed - later.added) | later.removed,
+                    self.mount_changes + later.mount_changes)
+
+
 @dataclass
-class Updates:
-    """What publishers must refresh since the last `take_updates()`."""
+class _Pending:
+    """What the current input has changed so far (becomes its Step)."""
 
     fs_added: set[DevNum] = field(default_factory=set)
     fs_removed: set[DevNum] = field(default_factory=set)
     fs_changed: set[DevNum] = field(default_factory=set)
     mount_changes: list[MountChange] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.fs_added or self.fs_removed or self.fs_changed or self.mount_changes)
 
 
 class Engine:
@@ -103,11 +131,14 @@ class Engine:
         # systems must not be walked each time.
         self._risky: set[DevNum] = set()
         self._owners: dict[DevNum, DevNum] = {}  # member block device -> file system
-        self._updates = Updates()
+        self._updates = _Pending()
 
     # ------------------------------------------------------------------ input
 
-    def process(self, obs: Observation, now: float) -> list[Event]:
+    def process(self, obs: Observation, now: float) -> Step:
+        return self._step(self._process(obs, now))
+
+    def _process(self, obs: Observation, now: float) -> list[Event]:
         if isinstance(obs, MountSnapshot | MountDelta):
             return self._on_mounts(obs, now)
         if isinstance(obs, KernelReport | DeviceChange):
@@ -150,8 +181,11 @@ class Engine:
         self._note_risk(fs)
         return self._number(fs, notices, now)
 
-    def tick(self, now: float) -> list[Event]:
+    def tick(self, now: float) -> Step:
         """Publish folded error and failure counts whose window has ended."""
+        return self._step(self._tick(now))
+
+    def _tick(self, now: float) -> list[Event]:
         out = [self._unowned_failure(f, now) for f in self._unowned.flush(now)]
         for fs in self.filesystems.values():
             notices = fs.flush(now)
@@ -179,13 +213,13 @@ class Engine:
 
     # ---------------------------------------------------------------- watches
 
-    def set_policy(self, policy: Policy, now: float) -> list[Event]:
+    def set_policy(self, policy: Policy, now: float) -> Step:
         """A reloaded configuration: re-resolve every file system's watch."""
         self.policy = policy
         self._forget_watches()
-        return self._refresh(list(self._by_device), now)
+        return self._step(self._refresh(list(self._by_device), now))
 
-    def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> list[Event]:
+    def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> Step:
         """A run-time watch on a mount point, or on a glob as a [[watch]] path
         (what it matches now and later). Refused before anything changes when
         nothing is mounted there, the file system is of an ignored type, or
@@ -194,7 +228,7 @@ class Engine:
             self.runtime_globs.pop(mount_point, None)
             self.runtime_globs[mount_point] = spec
             self._forget_watches()
-            return self._refresh(list(self._by_device), now)
+            return self._step(self._refresh(list(self._by_device), now))
         entry = self.mounts.at(mount_point)
         if entry is None:
             raise NotFoundError(f"nothing is mounted at {mount_point!r}")
@@ -214,20 +248,20 @@ class Engine:
                     f'room than watch.upper = "{spec.upper}" ({upper} bytes)')
         self.runtime_watches[mount_point] = spec
         self._forget_watches()
-        return self._refresh([entry.device], now)
+        return self._step(self._refresh([entry.device], now))
 
-    def remove_watch(self, mount_point: str, now: float) -> list[Event]:
+    def remove_watch(self, mount_point: str, now: float) -> Step:
         if mount_point in self.runtime_globs:
             del self.runtime_globs[mount_point]
             self._forget_watches()
-            return self._refresh(list(self._by_device), now)
+            return self._step(self._refresh(list(self._by_device), now))
         entry = self.mounts.at(mount_point)
         if entry is None or entry.device not in self.filesystems:
             raise NotFoundError(f"no watch covers {mount_point!r}")
         for point in self.filesystems[entry.device].mount_points:
             self.runtime_watches[point] = None
         self._forget_watches()
-        return self._refresh([entry.device], now)
+        return self._step(self._refresh([entry.device], now))
 
     def _resolve(self, dev: DevNum, keys: list[MountKey],
                  added: list[MountKey]) -> WatchSpec | None:
@@ -273,9 +307,10 @@ class Engine:
 
     # ----------------------------------------------------------------- queries
 
-    def take_updates(self) -> Updates:
-        updates, self._updates = self._updates, Updates()
-        return updates
+    def _step(self, events: list[Event]) -> Step:
+        u, self._updates = self._updates, _Pending()
+        return Step(tuple(events), frozenset(u.fs_added), frozenset(u.fs_changed),
+                    frozenset(u.fs_removed), tuple(u.mount_changes))
 
     def mounts_of(self, device: DevNum) -> list[MountEntry]:
         """The mounts of a file system, the one that best names it first."""

@@ -39,7 +39,7 @@ from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
-from fsmond.engine.core import Updates
+from fsmond.engine.core import Step
 from fsmond.engine.mounts import MountChange
 from fsmond.errors import FsmondError
 from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
@@ -231,14 +231,14 @@ class DbusPublisher:
             return
         self.outbox.put_all(events)
 
-    def on_updates(self, u: Updates) -> None:
-        for dev in u.fs_removed:
+    def on_updates(self, u: Step) -> None:
+        for dev in u.removed:
             self._remove_object(dev)
-        for dev in u.fs_added:
+        for dev in u.added:
             self._add_object(dev)
-        for dev in u.fs_changed & self._unborn.keys():
+        for dev in u.changed & self._unborn.keys():
             self._add_object(dev)
-        self._dirty |= u.fs_changed & self.objects.keys()
+        self._dirty |= u.changed & self.objects.keys()
         engine = self.daemon.engine
         for c in u.mount_changes:
             fs = engine.filesystems.get(c.entry.device)

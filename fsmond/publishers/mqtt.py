@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from fsmond.config_mqtt import MqttConfig
-from fsmond.engine.core import Updates
+from fsmond.engine.core import Step
 from fsmond.events import DevNum, Event
 from fsmond.publishers.mqtt_format import (
     Topics,
@@ -76,11 +76,11 @@ class MqttPublisher:
     def publish(self, events: list[Event]) -> None:
         self.outbox.put_all(events)
 
-    def on_updates(self, u: Updates) -> None:
-        self._dirty |= u.fs_added | u.fs_changed
-        self._gone |= u.fs_removed
-        self._dirty -= u.fs_removed
-        self._gone -= u.fs_added
+    def on_updates(self, u: Step) -> None:
+        self._dirty |= u.added | u.changed
+        self._gone |= u.removed
+        self._dirty -= u.removed
+        self._gone -= u.added
         if self._dirty or self._gone:
             self._state_wake.set()
 

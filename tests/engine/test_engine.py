@@ -79,7 +79,7 @@ PROC = MountEntry(2, 1, (0, 21), "/", "/proc", "rw", "proc", "proc", "rw")
 
 def started(policy: Policy | None = None) -> tuple[Engine, list[Event]]:
     e = Engine(policy or Policy())
-    return e, e.process(MountSnapshot((PROC, DATA)), 0.0)
+    return e, e.process(MountSnapshot((PROC, DATA)), 0.0).events
 
 
 def sample(avail_pct: float, files_avail: int = 1000, t: float = 1.0) -> SpaceSample:
@@ -117,13 +117,13 @@ def test_a_covered_mount_point_is_not_sampled_through() -> None:
 
 def test_thresholds_both_ways_with_details() -> None:
     e, _ = started()
-    assert e.process(sample(50), 1) == []
-    down = e.process(sample(3), 2)
+    assert e.process(sample(50), 1).events == ()
+    down = e.process(sample(3), 2).events
     assert [(ev.details["level"], ev.details["state"]) for ev in down] == [
         ("lower", "reached"), ("upper", "reached")]
     assert down[0].details["resource"] == "space" and down[0].details["size"] == GIB
     assert e.filesystems[DEV].level == "upper"
-    up = e.process(sample(50), 3)
+    up = e.process(sample(50), 3).events
     assert [(ev.details["level"], ev.details["state"]) for ev in up] == [
         ("upper", "cleared"), ("lower", "cleared")]
     assert [ev.seq for ev in down + up] == [2, 3, 4, 5]
@@ -132,18 +132,18 @@ def test_thresholds_both_ways_with_details() -> None:
 def test_no_space_and_no_inodes_fire_once_while_they_hold() -> None:
     e, _ = started()
     e.process(sample(50), 1)
-    first = e.process(sample(0, files_avail=0), 2)
+    first = e.process(sample(0, files_avail=0), 2).events
     assert ("warn", "no-space") in names(first) and ("warn", "no-inodes") in names(first)
     assert not {("warn", "no-space"), ("warn", "no-inodes")} & set(
-        names(e.process(sample(0, files_avail=0), 3)))
+        names(e.process(sample(0, files_avail=0), 3).events))
     e.process(sample(50), 4)
-    assert ("warn", "no-space") in names(e.process(sample(0), 5))
+    assert ("warn", "no-space") in names(e.process(sample(0), 5).events)
 
 
 def test_classes_filter_what_is_published() -> None:
     e, events = started(Policy(Watch(classes=("err",))))
-    assert events == []
-    assert e.process(sample(1), 1) == []
+    assert events == ()
+    assert e.process(sample(1), 1).events == ()
     assert e.filesystems[DEV].level == "upper"  # state is kept even when unpublished
 
 
@@ -152,7 +152,7 @@ def test_a_batch_unmounting_every_mount_point_names_the_first_in_watch_removed()
     binds = [dataclasses.replace(DATA, mount_id=40 + i, mount_point=f"/b{i}") for i in range(3)]
     e.process(MountDelta(added=tuple(binds)), 1)
     assert e.filesystems[DEV].mount_points == ["/b0", "/b1", "/b2", "/data"]
-    gone = e.process(MountDelta(removed=(41, 30, 40, 42)), 2)
+    gone = e.process(MountDelta(removed=(41, 30, 40, 42)), 2).events
     assert [(g.name, g.mount_point) for g in gone][-1] == ("watch-removed", "/b0")
 
 
@@ -165,64 +165,66 @@ def test_only_a_file_systems_first_mount_and_last_unmount_are_its_own() -> None:
         return [(ev.name, ev.mount_point, ev.per_mount) for ev in events
                 if ev.name in ("mounted", "unmounted")]
 
-    gone = e.process(MountDelta(removed=(30,)), 1)
+    gone = e.process(MountDelta(removed=(30,)), 1).events
     assert mount_events(gone) == [("unmounted", "/data", False)]
     binds = [dataclasses.replace(DATA, mount_id=40 + i, mount_point=f"/b{i}") for i in range(3)]
-    assert mount_events(e.process(MountDelta(added=tuple(binds)), 2)) == [
+    assert mount_events(e.process(MountDelta(added=tuple(binds)), 2).events) == [
         ("mounted", "/b0", False), ("mounted", "/b1", True), ("mounted", "/b2", True)]
-    assert mount_events(e.process(MountDelta(added=(DATA,)), 3)) == [("mounted", "/data", True)]
-    assert mount_events(e.process(MountDelta(removed=(40, 30)), 4)) == [
+    assert mount_events(e.process(MountDelta(added=(DATA,)), 3).events) == [
+        ("mounted", "/data", True)]
+    assert mount_events(e.process(MountDelta(removed=(40, 30)), 4).events) == [
         ("unmounted", "/b0", True), ("unmounted", "/data", True)]
-    assert mount_events(e.process(MountDelta(removed=(41, 42)), 5)) == [
+    assert mount_events(e.process(MountDelta(removed=(41, 42)), 5).events) == [
         ("unmounted", "/b1", True), ("unmounted", "/b2", False)]
 
 
 def test_mount_unmount_remount_and_forced_read_only() -> None:
     e, _ = started()
     bind = dataclasses.replace(DATA, mount_id=31, mount_point="/bind")
-    assert names(e.process(MountDelta(added=(bind,)), 1)) == [("info", "mounted")]
+    assert names(e.process(MountDelta(added=(bind,)), 1).events) == [("info", "mounted")]
     assert e.filesystems[DEV].mount_points == ["/bind", "/data"]
     ro = dataclasses.replace(bind, options="ro,relatime", super_options="ro")
-    remount = e.process(MountDelta(changed=(ro,)), 2)
+    remount = e.process(MountDelta(changed=(ro,)), 2).events
     assert names(remount) == [("info", "remounted")]
     assert remount[0].details["old_options"] == "rw,relatime"
     assert e.filesystems[DEV].read_only
     e.process(MountDelta(changed=(bind,)), 3)
     assert not e.filesystems[DEV].read_only
     forced = dataclasses.replace(DATA, super_options="rw,emergency_ro")
-    assert names(e.process(MountDelta(changed=(forced,)), 4)) == [("err", "read-only")]
-    assert names(e.process(MountDelta(removed=(31,)), 5)) == [("info", "unmounted")]
-    gone = e.process(MountDelta(removed=(30,)), 6)
+    assert names(e.process(MountDelta(changed=(forced,)), 4).events) == [("err", "read-only")]
+    assert names(e.process(MountDelta(removed=(31,)), 5).events) == [("info", "unmounted")]
+    step = e.process(MountDelta(removed=(30,)), 6)
+    gone = step.events
     assert names(gone) == [("info", "unmounted"), ("info", "watch-removed")]
     assert [g.mount_point for g in gone] == ["/data", "/data"]  # what the watch was on
     assert e.filesystems == {}
-    updates = e.take_updates()
-    assert updates.fs_removed == {DEV} and len(updates.mount_changes) == 6 + 2
+    assert step.removed == {DEV} and not step.added and len(step.mount_changes) == 1
 
 
 def test_superblock_options_from_the_sampler_and_kernel_read_only_deduplicated() -> None:
     e, _ = started()
-    assert names(e.process(SuperOptions(DEV, "rw,emergency_ro"), 1)) == [("err", "read-only")]
-    assert e.process(KernelReport("read-only", "kmsg", DEV, "loop0"), 1.1) == []
-    assert e.process(sample(1), 2) == []  # no thresholds on a read-only file system
+    forced = e.process(SuperOptions(DEV, "rw,emergency_ro"), 1).events
+    assert names(forced) == [("err", "read-only")]
+    assert e.process(KernelReport("read-only", "kmsg", DEV, "loop0"), 1.1).events == ()
+    assert e.process(sample(1), 2).events == ()  # no thresholds on a read-only file system
 
 
 def test_kernel_errors_fold_per_second_and_merge_sources() -> None:
     e, _ = started()
     kmsg = KernelReport("error", "kmsg", DEV, "loop0", function="ext4_x", message="boom")
     fan = KernelReport("error", "fanotify", DEV, errno=117)
-    first = e.process(kmsg, 10.0)
+    first = e.process(kmsg, 10.0).events
     assert names(first) == [("err", "error")] and first[0].details["count"] == 1
-    assert e.process(fan, 10.001) == []  # the same error from the other source
+    assert e.process(fan, 10.001).events == ()  # the same error from the other source
     for i in range(5):
-        assert e.process(kmsg, 10.1 + i / 100) == []
+        assert e.process(kmsg, 10.1 + i / 100).events == ()
     assert e.next_deadline() == 11.0
-    assert e.tick(10.9) == []
-    folded = e.tick(11.0)
+    assert e.tick(10.9).events == ()
+    folded = e.tick(11.0).events
     assert names(folded) == [("err", "error")]
     assert folded[0].details["count"] == 5 and folded[0].details["errno"] == 117
     assert e.filesystems[DEV].error_count == 6
-    assert e.tick(12) == [] and e.next_deadline() is None
+    assert e.tick(12).events == () and e.next_deadline() is None
 
 
 def test_a_textless_error_waits_briefly_for_kmsg_and_becomes_one_event() -> None:
@@ -230,45 +232,47 @@ def test_a_textless_error_waits_briefly_for_kmsg_and_becomes_one_event() -> None
     e.process(MountSnapshot((DATA,)), 0.0)
     fan = KernelReport("error", "fanotify", DEV, errno=117)
     kmsg = KernelReport("error", "kmsg", DEV, "loop0", function="f", message="boom")
-    e.take_updates()
-    assert e.process(fan, 10.0) == [] and e.next_deadline() == 10.05
-    assert not e.take_updates()  # held: nothing a publisher shows has changed yet
-    merged = e.process(kmsg, 10.001)
-    assert e.take_updates().fs_changed == {DEV}  # ErrorCount, LastError
+    held = e.process(fan, 10.0)
+    assert held.events == () and e.next_deadline() == 10.05
+    assert not held  # held: nothing a publisher shows has changed yet
+    step = e.process(kmsg, 10.001)
+    merged = step.events
+    assert step.changed == {DEV}  # ErrorCount, LastError
     assert names(merged) == [("err", "error")]
     assert merged[0].details["message"] == "boom" and merged[0].details["errno"] == 117
     assert merged[0].details["count"] == 1 and merged[0].details["sources"] == ["fanotify", "kmsg"]
-    assert e.tick(11.0) == []
+    assert e.tick(11.0).events == ()
     # kmsg never comes (another file system type): published when the hold ends
-    assert e.process(fan, 20.0) == []
-    late = e.tick(20.05)
+    assert e.process(fan, 20.0).events == ()
+    late = e.tick(20.05).events
     assert names(late) == [("err", "error")] and late[0].details["errno"] == 117
 
 
 def test_unresponsive_then_responsive_once_each() -> None:
     e, _ = started()
-    assert names(e.process(Unresponsive(DEV, 2.0), 1)) == [("warn", "unresponsive")]
-    assert e.process(Unresponsive(DEV, 2.0), 2) == []
-    assert names(e.process(Responsive(DEV), 3)) == [("info", "responsive")]
-    assert e.process(Responsive(DEV), 4) == []
+    assert names(e.process(Unresponsive(DEV, 2.0), 1).events) == [("warn", "unresponsive")]
+    assert e.process(Unresponsive(DEV, 2.0), 2).events == ()
+    assert names(e.process(Responsive(DEV), 3).events) == [("info", "responsive")]
+    assert e.process(Responsive(DEV), 4).events == ()
 
 
 def test_reports_for_unknown_devices_go_to_no_object() -> None:
     e, _ = started()
-    ev = e.process(KernelReport("error", "kmsg", (8, 0), "sda", message="I/O error"), 1)
+    ev = e.process(KernelReport("error", "kmsg", (8, 0), "sda", message="I/O error"), 1).events
     assert names(ev) == [("err", "error")] and ev[0].fs == "/" and ev[0].device == "8:0"
 
 
 def test_run_time_watch_changes_and_config_reload() -> None:
     e, _ = started(Policy(paths=()))
     assert e.filesystems == {}
-    added = e.add_watch("/data", Watch(lower=Pct(60), upper=Pct(40)), 1)
+    added = e.add_watch("/data", Watch(lower=Pct(60), upper=Pct(40)), 1).events
     assert names(added) == [("info", "watch-added")]
     e.process(sample(50), 2)
     assert e.filesystems[DEV].level == "lower"
-    removed = e.remove_watch("/data", 3)
+    removed = e.remove_watch("/data", 3).events
     assert names(removed) == [("info", "watch-removed")]
-    assert names(e.set_policy(Policy(), 4)) == []  # a removed watch stays removed until restart
+    # a removed watch stays removed until restart
+    assert names(e.set_policy(Policy(), 4).events) == []
 
 
 def test_a_run_time_watch_is_refused_before_anything_changes() -> None:
@@ -287,17 +291,17 @@ def test_a_run_time_watch_is_refused_before_anything_changes() -> None:
 def test_a_changed_run_time_watch_says_so_and_a_glob_watches_what_it_matches() -> None:
     e, _ = started()
     e.process(sample(50), 1)
-    changed = e.add_watch("/data", Watch(classes=("info", "err")), 2)
+    changed = e.add_watch("/data", Watch(classes=("info", "err")), 2).events
     assert names(changed) == [("info", "watch-added")]
     assert changed[0].details["classes"] == ["info", "err"]
     e2, _ = started(Policy(paths=()))
     assert e2.filesystems == {}
-    added = e2.add_watch("/d*", Watch(lower=Pct(60), upper=Pct(40)), 1)
+    added = e2.add_watch("/d*", Watch(lower=Pct(60), upper=Pct(40)), 1).events
     assert names(added) == [("info", "watch-added")] and added[0].mount_point == "/data"
     later = e2.process(MountDelta(added=(dataclasses.replace(
-        DATA, mount_id=31, device=(7, 1), mount_point="/dump"),)), 2)
+        DATA, mount_id=31, device=(7, 1), mount_point="/dump"),)), 2).events
     assert ("info", "watch-added") in names(later) and (7, 1) in e2.filesystems
-    assert names(e2.remove_watch("/d*", 3)) == [("info", "watch-removed")] * 2
+    assert names(e2.remove_watch("/d*", 3).events) == [("info", "watch-removed")] * 2
     assert e2.filesystems == {}
 
 
@@ -319,29 +323,29 @@ def test_btrfs_metadata_running_out_is_no_space_with_the_resource() -> None:
     e, _ = started()
     fs = e.filesystems[DEV]
     room = dataclasses.replace(sample(20), source="btrfs", resource="metadata")
-    assert ("warn", "no-space") not in names(e.process(room, 1))
+    assert ("warn", "no-space") not in names(e.process(room, 1).events)
     full = dataclasses.replace(room, available=0)
-    ev = [x for x in e.process(full, 2) if x.name == "no-space"]
+    ev = [x for x in e.process(full, 2).events if x.name == "no-space"]
     assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "btrfs",
                                         "resource": "metadata"}]
     assert fs.free == room.free and fs.seconds_to_full == 0.0
-    assert [x for x in e.process(full, 3) if x.name == "no-space"] == []  # once
+    assert [x for x in e.process(full, 3).events if x.name == "no-space"] == []  # once
 
 
 def test_a_kernel_no_space_first_does_not_hide_which_resource_ran_out() -> None:
     e, _ = started()
     e.process(sample(20), 1)
-    said = e.process(KernelReport("no-space", "kmsg", DEV, message="ENOSPC"), 2)
+    said = e.process(KernelReport("no-space", "kmsg", DEV, message="ENOSPC"), 2).events
     assert names(said) == [("warn", "no-space")]
     full = dataclasses.replace(sample(0), source="btrfs", resource="metadata")
-    ev = [x for x in e.process(full, 3) if x.name == "no-space"]
+    ev = [x for x in e.process(full, 3).events if x.name == "no-space"]
     assert [x.details["resource"] for x in ev] == ["metadata"]
-    assert [x for x in e.process(full, 4) if x.name == "no-space"] == []
+    assert [x for x in e.process(full, 4).events if x.name == "no-space"] == []
 
 
 def test_a_plain_statvfs_no_space_names_no_resource() -> None:
     e, _ = started()
-    ev = [x for x in e.process(sample(0), 1) if x.name == "no-space"]
+    ev = [x for x in e.process(sample(0), 1).events if x.name == "no-space"]
     assert [x.details for x in ev] == [{"available": 0, "size": GIB, "source": "statvfs"}]
 
 
@@ -369,11 +373,11 @@ def test_a_steady_fill_in_steps_is_seen_at_its_rate_on_every_poll(mib_s: int, ev
 
 def test_reload_keeps_the_threshold_state_of_unchanged_watches() -> None:
     e, _ = started()
-    assert [ev.details["level"] for ev in e.process(sample(8), 1)] == ["lower"]
-    assert e.set_policy(Policy(), 2) == []  # an equal configuration: nothing to say
+    assert [ev.details["level"] for ev in e.process(sample(8), 1).events] == ["lower"]
+    assert e.set_policy(Policy(), 2).events == ()  # an equal configuration: nothing to say
     assert e.filesystems[DEV].level == "lower"
-    assert e.process(sample(8), 3) == []  # and no second "reached" after the reload
-    tighter = e.set_policy(Policy(Watch(lower=Pct(5), upper=Pct(2))), 4)
+    assert e.process(sample(8), 3).events == ()  # and no second "reached" after the reload
+    tighter = e.set_policy(Policy(Watch(lower=Pct(5), upper=Pct(2))), 4).events
     assert names(tighter) == [("info", "watch-added"), ("thr", "threshold")]
     assert tighter[0].details["lower"] == "5%"  # the watch as it now is, then what it changes
     assert (tighter[1].details["level"], tighter[1].details["state"]) == (

@@ -29,7 +29,7 @@ def sample(e: Engine, dev: tuple[int, int], avail_pct: float, files_avail: int =
            t: float = 0.5) -> list[Event]:
     avail = int(GIB * avail_pct / 100)
     return e.process(SpaceSample(dev, GIB, avail, avail, 1000, files_avail, files_avail, 4096),
-                     t)
+                     t).events
 
 
 def fail(syscall: str = "write", writable: tuple[int, ...] = (), other: tuple[int, ...] = (),
@@ -43,7 +43,7 @@ def no_space(events: list[Event]) -> list[Event]:
 
 def test_a_write_is_on_the_one_file_system_the_writer_has_open_for_writing() -> None:
     e = engine()
-    [ev] = e.process(fail(writable=(30, 2)), 1.0)  # 2 is /proc: cannot run out of space
+    [ev] = e.process(fail(writable=(30, 2)), 1.0).events  # 2 is /proc: cannot run out of space
     assert (ev.fs, ev.mount_point, ev.pid, ev.comm) == ("/org/fsmond/FsMon1/fs/7_0", "/data",
                                                         42, "dd")
     assert ev.cls == "warn" and ev.name == "no-space"
@@ -55,46 +55,47 @@ def test_a_write_is_on_the_one_file_system_the_writer_has_open_for_writing() -> 
 
 def test_a_writer_on_an_unwatched_file_system_is_not_reported() -> None:
     e = engine("/data")
-    assert e.process(fail(writable=(32,)), 1.0) == []
+    assert e.process(fail(writable=(32,)), 1.0).events == ()
 
 
 def test_several_open_file_systems_are_narrowed_to_the_one_at_risk() -> None:
     e = engine()
     sample(e, (7, 1), 50)
     sample(e, (7, 2), 3)  # below both levels
-    [ev] = no_space(e.process(fail(writable=(31, 32)), 1.0))
+    [ev] = no_space(e.process(fail(writable=(31, 32)), 1.0).events)
     assert ev.mount_point == "/srv" and ev.details["attribution"] == "writer+risk"
 
 
 def test_a_path_call_looks_at_every_open_file_and_the_cwd_then_at_risk() -> None:
     e = engine()
     sample(e, (7, 2), 3)
-    [ev] = no_space(e.process(fail("mkdir", other=(30, 32)), 1.0))  # cwd /data, a dir on /srv
+    # cwd /data, a dir on /srv
+    [ev] = no_space(e.process(fail("mkdir", other=(30, 32)), 1.0).events)
     assert ev.mount_point == "/srv" and ev.details["attribution"] == "writer+risk"
     # An absolute path elsewhere: nothing it had open is at risk; the one that is.
-    [ev] = no_space(e.process(fail("openat", other=(30,), pid=43), 3.0))
+    [ev] = no_space(e.process(fail("openat", other=(30,), pid=43), 3.0).events)
     assert ev.mount_point == "/srv" and ev.details["attribution"] == "at-risk"
 
 
 def test_a_gone_writer_is_put_on_the_only_file_system_at_risk_or_the_fullest() -> None:
     e = engine()
     sample(e, (7, 0), 8)
-    [ev] = no_space(e.process(fail(), 1.0))
+    [ev] = no_space(e.process(fail(), 1.0).events)
     assert ev.mount_point == "/data" and ev.details["attribution"] == "at-risk"
     sample(e, (7, 2), 2, t=1.5)
-    [ev] = no_space(e.process(fail(), 3.0))
+    [ev] = no_space(e.process(fail(), 3.0).events)
     assert ev.mount_point == "/srv" and ev.details["attribution"] == "fullest"
 
 
 def test_a_failure_no_file_system_can_own_is_an_event_of_none() -> None:
     e = engine()
-    [ev] = e.process(fail(comm="cp"), 1.0)
+    [ev] = e.process(fail(comm="cp"), 1.0).events
     assert (ev.fs, ev.name, ev.comm, ev.details["attribution"]) == ("/", "no-space", "cp", "none")
 
 
 def test_edquot_is_a_quota_event_on_a_file_system_with_quota() -> None:
     e = engine()
-    [ev] = e.process(fail(errno=122), 1.0)  # nothing at risk: quota does not show in statvfs
+    [ev] = e.process(fail(errno=122), 1.0).events  # nothing at risk: quota does not show in statvfs
     assert (ev.cls, ev.name, ev.mount_point) == ("warn", "quota-exceeded", "/home")
     assert ev.details["errno"] == 122 and ev.details["uid"] == 1000
     # Quota says nothing about space: statvfs's no-space still comes.
@@ -104,14 +105,14 @@ def test_edquot_is_a_quota_event_on_a_file_system_with_quota() -> None:
 def test_out_of_inodes_a_name_that_cannot_be_made_is_metadata() -> None:
     e = engine()
     sample(e, (7, 0), 50, files_avail=0)
-    [ev] = no_space(e.process(fail("openat", other=(30,)), 1.0))
+    [ev] = no_space(e.process(fail("openat", other=(30,)), 1.0).events)
     assert ev.details["resource"] == "metadata"
 
 
 def test_statvfs_does_not_repeat_a_no_space_the_trace_said_first() -> None:
     e = engine()
     sample(e, (7, 0), 8)
-    assert no_space(e.process(fail(writable=(30,)), 1.0))
+    assert no_space(e.process(fail(writable=(30,)), 1.0).events)
     assert no_space(sample(e, (7, 0), 0, t=1.2)) == []
     # Room again ends the condition; running out again is news.
     sample(e, (7, 0), 8, t=2.0)
@@ -122,18 +123,18 @@ def test_statvfs_does_not_repeat_a_no_space_the_trace_said_first() -> None:
 def test_while_statvfs_says_no_space_the_trace_still_names_writers() -> None:
     e = engine()
     assert no_space(sample(e, (7, 0), 0))
-    [ev] = no_space(e.process(fail(writable=(30,), comm="rsync"), 1.0))
+    [ev] = no_space(e.process(fail(writable=(30,), comm="rsync"), 1.0).events)
     assert ev.comm == "rsync"
 
 
 def storm(e: Engine, times: list[float]) -> list[Event]:
     out: list[Event] = []
     for i, t in enumerate(sorted(times)):
-        out += e.tick(t)
-        out += e.process(fail(writable=(30,), pid=100 + i % 3), t)
+        out += e.tick(t).events
+        out += e.process(fail(writable=(30,), pid=100 + i % 3), t).events
     deadline = e.next_deadline()
     while deadline is not None:
-        out += e.tick(deadline)
+        out += e.tick(deadline).events
         deadline = e.next_deadline()
     return no_space(out)
 
