@@ -113,15 +113,11 @@ async def _serve(config: Config, args: argparse.Namespace, trace: TextIO | None)
     if config.dbus.enabled and not args.no_dbus:
         from fsmond.publishers.dbus import DbusPublisher
 
-        dbus = DbusPublisher(daemon, args.bus or config.dbus.bus)
-        daemon.publishers.append(dbus)
-        daemon.update_listeners.append(dbus.on_updates)
+        daemon.publishers.append(DbusPublisher(daemon.control, args.bus or config.dbus.bus))
     if config.mqtt.enabled:
         from fsmond.publishers.mqtt import MqttPublisher
 
-        mqtt = MqttPublisher(config.mqtt, daemon)
-        daemon.publishers.append(mqtt)
-        daemon.update_listeners.append(mqtt.on_updates)
+        daemon.publishers.append(MqttPublisher(config.mqtt, daemon.control))
     await daemon.run()
 
 

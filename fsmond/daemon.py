@@ -3,8 +3,10 @@
 Every source and publisher is a component with `async def run(started)`.
 They all start in one TaskGroup; `ready` is called only when each has said
 it started (READY for systemd). Observations reach the engine through
-`emit`, on the loop's thread, and the events it returns go into each
-publisher's own bounded outbox. Shutdown is an awaitable (`shutdown_trigger`,
+`emit`, on the loop's thread, and the step it returns (fsmond.engine.step)
+goes to each publisher, which keeps its events in its own bounded outbox;
+publishers ask what steps do not say through a `Control` (DaemonControl),
+never through the daemon itself. Shutdown is an awaitable (`shutdown_trigger`,
 SIGTERM/SIGINT by default) so tests can stop the daemon cleanly.
 """
 
@@ -18,21 +20,23 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fsmond import __version__
 from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
-from fsmond.engine.core import Engine, Step
+from fsmond.engine.core import Engine
 from fsmond.engine.filesystems import MERGE_WAIT
+from fsmond.engine.mounts import MountChange
+from fsmond.engine.step import Step
 from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
 from fsmond.events import (
     DeviceChange,
     DevNum,
     ErrorHistory,
-    Event,
     KernelReport,
     Members,
+    MountEntry,
     Observation,
     fs_object_path,
 )
@@ -55,8 +59,8 @@ class Component(Protocol):
 
 
 class Publisher(Component, Protocol):
-    def publish(self, events: list[Event]) -> None:
-        """The events of one observation, in order (a storm's batch is one call)."""
+    def publish(self, step: Step) -> None:
+        """The engine's step of one input (a storm's batch is one call)."""
 
 
 @runtime_checkable
@@ -121,7 +125,7 @@ class Daemon:
         self.engine = Engine(config, log_size=config.daemon.changelog_size,
                              merge_wait=MERGE_WAIT if config.daemon.kmsg else 0.0)
         self.publishers: list[Publisher] = list(publishers or [])
-        self.update_listeners: list[Callable[[Step], None]] = []
+        self.control = DaemonControl(self)
         self._shutdown_trigger = shutdown_trigger or (
             lambda: wait_for_signals(signal.SIGTERM, signal.SIGINT))
         self._ready = ready
@@ -195,28 +199,26 @@ class Daemon:
         return now
 
     def _deliver(self, step: Step) -> None:
-        events = list(step.events)
-        if events:
-            self.events += len(events)
+        if step:
+            self.events += len(step.events)
             for p in self.publishers:
-                p.publish(events)
+                p.publish(step)
         if step.refreshes():
-            self._on_updates(step)
+            self._follow(step)
         self._schedule_tick()
 
-    def _on_updates(self, updates: Step) -> None:
-        if updates.added or updates.removed:
+    def _follow(self, step: Step) -> None:
+        """The sources that act on the set of watched file systems."""
+        if step.added or step.removed:
             self.sampler.poke()
-        for dev in updates.added:
+        for dev in step.added:
             self._start_error_watch(dev)
-        for dev in updates.removed:
+        for dev in step.removed:
             self._fsids.pop(dev, None)
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
         if self.enospc is not None:
             self.enospc.set_at_risk(self.engine.at_risk())
-        for listener in self.update_listeners:
-            listener(updates)
 
     def _look_for_members(self, device: DevNum) -> None:
         """A report names a device no file system owns: a device added to a
@@ -477,6 +479,54 @@ class Daemon:
     def _reload_quietly(self) -> None:
         with contextlib.suppress(FsmondError, OSError):
             self.reload()
+
+
+class DaemonControl:
+    """The daemon as publishers see it (fsmond.publishers.control.Control):
+    queries of the mount table and the watches, and the privileged methods."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._engine = daemon.engine
+
+    def status(self) -> dict[str, Any]:
+        return self._daemon.status()
+
+    def generation(self) -> int:
+        return self._engine.mounts.generation
+
+    def mounts(self) -> Iterable[MountEntry]:
+        return self._engine.mounts.mounts.values()
+
+    def mount_at(self, path: str) -> MountEntry | None:
+        return self._engine.mounts.at(path)
+
+    def changes_since(self, generation: int) -> tuple[int, bool, list[MountChange]]:
+        return self._engine.mounts.changes_since(generation)
+
+    def mount_points(self, device: DevNum) -> list[str]:
+        fs = self._engine.filesystems.get(device)
+        return list(fs.mount_points) if fs is not None else []
+
+    def watches(self) -> list[dict[str, Any]]:
+        out = []
+        for dev, fs in self._engine.filesystems.items():
+            w = fs.watch
+            out.append({
+                "id": fs_object_path(dev),
+                "mount_point": fs.mount_points[0] if fs.mount_points else "",
+                "fstype": fs.fstype, "device": f"{dev[0]}:{dev[1]}",
+                "classes": list(w.classes), "lower": str(w.lower), "upper": str(w.upper)})
+        return out
+
+    def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
+        return self._daemon.add_watch(mount_point, classes, lower, upper)
+
+    def remove_watch(self, mount_point: str) -> None:
+        self._daemon.remove_watch(mount_point)
+
+    def reload(self) -> None:
+        self._daemon.reload()
 
 
 def _check_path(mount_point: str) -> None:

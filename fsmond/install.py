@@ -29,7 +29,7 @@ def introspection_xml() -> dict[str, str]:
     from fsmond.publishers.dbus_objects import FileSystemObject, ManagerObject
 
     out = {}
-    for obj in (ManagerObject(None), FileSystemObject(None, (0, 0))):  # type: ignore[arg-type]
+    for obj in (ManagerObject(None, ()), FileSystemObject(None, (0, 0))):  # type: ignore[arg-type]
         iface = obj.introspect()
         out[iface.name] = (
             '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'

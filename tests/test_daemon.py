@@ -16,6 +16,7 @@ import pytest
 
 from fsmond.config import parse_config
 from fsmond.daemon import Daemon, _fs_check
+from fsmond.engine.step import Step
 from fsmond.events import Event
 from fsmond.sources import mountapi
 from tests.running import loop_ext4, tmpfs
@@ -31,7 +32,10 @@ class Collect:
         self.calls: list[tuple[list[Event], asyncio.Task[object] | None]] = []
         self.arrived = asyncio.Event()
 
-    def publish(self, events: list[Event]) -> None:
+    def publish(self, step: Step) -> None:
+        if not step.events:
+            return  # state only: this collects events
+        events = list(step.events)
         self.events += events
         self.calls.append((events, asyncio.current_task()))
         self.arrived.set()

@@ -6,16 +6,33 @@ into `Event`s with the next sequence number. The engine is told the time
 and never reads a clock, a file or a socket, so every behaviour can be
 replayed in a test. Which file systems are watched comes from a `Policy`
 (the configuration) plus run-time watches (AddWatch/RemoveWatch). Every
-input (process, tick, set_policy, add_watch, remove_watch) returns a `Step`:
-its events and what publishers must refresh (file systems added, changed,
-removed; mount changes), so that a publisher follows the engine from its
-steps alone.
+input (process, tick, set_policy, add_watch, remove_watch) returns a `Step`
+(engine/step.py): its events, frozen states of the file systems it added or
+changed, those it removed, and the mount changes; publishers follow the
+engine from its steps alone, and nothing outside reads its FileSystems.
 
 Kernel reports name a block device; a file system's own device number is
 usually that device, but btrfs sits on an anonymous 0:NN superblock over its
 member devices. `Members` observations say which devices a file system lives
-on; `_owners` maps each member back to it (invariant: every value is a key of
-`filesystems`, and `_owners[m] == d` exactly when `m in filesystems[d].members`).
+on.
+
+The indexes kept beside `filesystems` (device -> FileSystem) and their
+invariants, between inputs:
+- `_by_device`: device -> the sorted keys of its mounts in `mounts`, for
+  every device with a mount; a device with none has no entry.
+- `_owners`: member block device -> file system; every value is a key of
+  `filesystems`, and `_owners[m] == d` exactly when
+  `m in filesystems[d].members`.
+- `_risky`: within `filesystems`: those whose FileSystem.at_risk held after
+  their last observation (at_risk() asks after every batch, and a table of
+  thousands of file systems must not be walked each time).
+- `_unsampled`: within `filesystems` (stale entries of removed or sampled
+  ones go at the next mount batch); the value is what FsState.visible last
+  said.
+- `_found`, `_specs`, `_added`: caches of the watch resolution, emptied when
+  the watches change; `_history` holds ext4 error histories of devices not
+  (yet) watched, and `_updates` what the current input changed, empty
+  between inputs.
 """
 
 from __future__ import annotations
@@ -29,6 +46,7 @@ from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_
 from fsmond.engine.globs import is_glob, path_matches
 from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
 from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
+from fsmond.engine.step import FsState, Step, snapshot
 from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
     CLASSES,
@@ -57,35 +75,6 @@ class Policy(Protocol):
 
     def watch_for(self, mount_point: str) -> WatchSpec | None: ...
     def ignored_fstype(self, fstype: str) -> bool: ...
-
-
-@dataclass(frozen=True)
-class Step:
-    """What one input did: its events, in order, and what publishers must
-    refresh. A device is in at most one of added and removed (of the two,
-    what happened last); `changed` may overlap either. Steps compose with
-    `then`, as if they were one input."""
-
-    events: tuple[Event, ...] = ()
-    added: frozenset[DevNum] = frozenset()
-    changed: frozenset[DevNum] = frozenset()
-    removed: frozenset[DevNum] = frozenset()
-    mount_changes: tuple[MountChange, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.added or self.changed or self.removed
-                    or self.mount_changes)
-
-    def refreshes(self) -> bool:
-        """Whether publishers have state to refresh (not only events)."""
-        return bool(self.added or self.changed or self.removed or self.mount_changes)
-
-    def then(self, later: Step) -> Step:
-        return Step(self.events + later.events,
-                    (self.added - later.removed) | later.added,
-                    self.changed | later.changed,
-                    (self.removed - later.added) | later.removed,
-                    self.mount_changes + later.mount_changes)
 
 
 @dataclass
@@ -132,6 +121,9 @@ class Engine:
         self._risky: set[DevNum] = set()
         self._owners: dict[DevNum, DevNum] = {}  # member block device -> file system
         self._updates = _Pending()
+        # File systems not sampled yet -> whether a mount point showed them at
+        # the last look (FsState.visible); few, and only until their first sample.
+        self._unsampled: dict[DevNum, bool] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -309,8 +301,29 @@ class Engine:
 
     def _step(self, events: list[Event]) -> Step:
         u, self._updates = self._updates, _Pending()
-        return Step(tuple(events), frozenset(u.fs_added), frozenset(u.fs_changed),
-                    frozenset(u.fs_removed), tuple(u.mount_changes))
+        fss = self.filesystems
+        states = tuple(self.state(fss[d]) for d in dict.fromkeys((*u.fs_added, *u.fs_changed))
+                       if d in fss)
+        return Step(tuple(events), states, frozenset(u.fs_added), frozenset(u.fs_removed),
+                    tuple(u.mount_changes))
+
+    def state(self, fs: FileSystem) -> FsState:
+        """A file system as publishers show it, frozen."""
+        return snapshot(fs, self.visible_mount(fs.device) is not None)
+
+    def _note_visibility(self) -> None:
+        """A file system not sampled yet whose mount points now show it, or no
+        longer do, has a new state (whether publishers can wait for its first
+        sample), though nothing of its own changed."""
+        for dev, was in list(self._unsampled.items()):
+            fs = self.filesystems.get(dev)
+            if fs is None or fs.sampled:
+                del self._unsampled[dev]
+                continue
+            now = self.visible_mount(dev) is not None
+            if now != was:
+                self._unsampled[dev] = now
+                self._updates.fs_changed.add(dev)
 
     def mounts_of(self, device: DevNum) -> list[MountEntry]:
         """The mounts of a file system, the one that best names it first."""
@@ -394,6 +407,8 @@ class Engine:
         events += self._refresh(affected, now)
         events += self._mount_events(others, now, own)
         self._gone_first.clear()
+        if self._unsampled:
+            self._note_visibility()
         self.started = True
         return events
 
@@ -478,6 +493,7 @@ class Engine:
                 fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec,
                                 merge_wait=self.merge_wait)
                 self.filesystems[dev] = fs
+                self._unsampled[dev] = True  # looked at when the batch is done
                 self._updates.fs_added.add(dev)
                 self._updates.fs_removed.discard(dev)
                 fs.mount_points = points

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from fsmond.engine.step import Step
 from fsmond.events import Event
 from fsmond.publishers.outbox import Outbox
 
@@ -59,8 +60,9 @@ class ConsolePublisher:
         self.outbox: Outbox[Event] = Outbox("console", queue_size)
         self._stream = stream or sys.stdout
 
-    def publish(self, events: list[Event]) -> None:
-        self.outbox.put_all(events)
+    def publish(self, step: Step) -> None:
+        if step.events:
+            self.outbox.put_all(step.events)
 
     async def run(self, started: Callable[[], None]) -> None:
         started()

@@ -6,9 +6,11 @@ under it. A client that follows the objects (GDBusObjectManagerClient
 subscribes to every signal under the ObjectManager's path) thus receives no
 mount-table traffic: MountsChanged and every event go out from the Manager,
 above that path; a file system's object sends its own events only, not each
-bind mount's `mounted`/`unmounted` (Event.per_mount). Events come through a
-bounded outbox. State changes are coalesced: a flusher
-runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
+bind mount's `mounted`/`unmounted` (Event.per_mount). The publisher follows
+the engine's steps (fsmond.engine.step): an object's properties are its
+latest FsState, and queries and the privileged methods go through the
+daemon's `Control`. Events come through a bounded outbox. State changes are
+coalesced: a flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
 values that changed, so a 15,000-mount storm becomes a few signals, sent
 once the storm's events have gone out (events first, on a slow bus). These
@@ -32,15 +34,15 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
-from fsmond.engine.core import Step
 from fsmond.engine.mounts import MountChange
+from fsmond.engine.step import FsState, Step
 from fsmond.errors import FsmondError
 from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
@@ -62,7 +64,7 @@ from fsmond.publishers.dbus_transport import HookedBus, backlog, make_nonblockin
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
-    from fsmond.daemon import Daemon
+    from fsmond.publishers.control import Control
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +195,17 @@ def connect_error(bus: str, e: BaseException) -> str:
 class DbusPublisher:
     name = "dbus"
 
-    def __init__(self, daemon: Daemon, bus: str = "system", queue_size: int = 100_000) -> None:
-        self.daemon = daemon
+    def __init__(self, control: Control, bus: str = "system", queue_size: int = 100_000) -> None:
+        self.control = control
         self.bus_name = bus
         self.outbox: Outbox[Event] = Outbox("dbus", queue_size)
-        self.manager = ManagerObject(daemon)
+        # Indexes, by device: `states` has every watched file system (its
+        # latest FsState); `objects` those exported, `_unborn` those waiting
+        # for their first sample (disjoint, both within `states`); `_sent`
+        # and `_estimated_at` only exported ones; `_dirty` within `objects`
+        # after each step (a removed one leaves all of them).
+        self.states: dict[DevNum, FsState] = {}
+        self.manager = ManagerObject(control, self.states)
         self.objects: dict[DevNum, FileSystemObject] = {}
         self._by_path: dict[str, FileSystemObject] = {}
         # File systems whose object waits for their first sample (or a
@@ -216,33 +224,37 @@ class DbusPublisher:
 
     # ----------------------------------------------------- from the daemon
 
-    def publish(self, events: list[Event]) -> None:
+    def publish(self, step: Step) -> None:
         # A new file system's object is exported first (InterfacesAdded), or
         # once sampled, its events held till then (_add_object), so that its
         # first events (watch-added, mounted) come from it as well; a removed
-        # one goes after its last events, in on_updates.
-        for dev in self.daemon.engine.filesystems.keys() - self.objects.keys():
-            self._add_object(dev)
-        if (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
+        # one goes after its last events.
+        for s in step.states:
+            self.states[s.device] = s
+            if s.device not in self.objects:
+                self._add_object(s.device)
+        events = step.events
+        if not events:
+            pass
+        elif (not self.outbox and self._bus is not None and len(events) <= EVENT_BATCH
                 and self._backlog() <= HIGH_WATER):
             # Nothing queued before them: send now, in one write, rather than
             # a loop turn later.
             self._send(events)
-            return
-        self.outbox.put_all(events)
+        else:
+            self.outbox.put_all(events)
+        if step.refreshes():
+            self._refresh(step)
 
-    def on_updates(self, u: Step) -> None:
-        for dev in u.removed:
+    def _refresh(self, step: Step) -> None:
+        for dev in step.removed:
+            self.states.pop(dev, None)
             self._remove_object(dev)
-        for dev in u.added:
-            self._add_object(dev)
-        for dev in u.changed & self._unborn.keys():
-            self._add_object(dev)
-        self._dirty |= u.changed & self.objects.keys()
-        engine = self.daemon.engine
-        for c in u.mount_changes:
-            fs = engine.filesystems.get(c.entry.device)
-            self._mount_changes.append((c, fs_object_path(fs.device) if fs else "/"))
+        self._dirty |= step.changed & self.objects.keys()
+        states = self.states
+        for c in step.mount_changes:
+            dev = c.entry.device
+            self._mount_changes.append((c, fs_object_path(dev) if dev in states else "/"))
         self._wake.set()
 
     def _add_object(self, dev: DevNum) -> None:
@@ -251,16 +263,15 @@ class DbusPublisher:
         mount point shows it (it cannot be sampled: Sampled false)."""
         if dev in self.objects or self._bus is None:
             return
-        engine = self.daemon.engine
-        fs = engine.filesystems.get(dev)
+        fs = self.states.get(dev)
         if fs is None:
             return
         path = fs_object_path(dev)
-        if not (fs.sampled or not fs.responsive or engine.visible_mount(dev) is None):
+        if not (fs.sampled or not fs.responsive or not fs.visible):
             self._unborn.setdefault(dev, [])
             self._unborn_paths[path] = dev
             return
-        obj = FileSystemObject(engine, dev)
+        obj = FileSystemObject(self.states.get, dev)
         self.objects[dev] = obj
         self._by_path[path] = obj
         self._sent[dev] = obj.values()
@@ -294,7 +305,7 @@ class DbusPublisher:
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
-        for dev in self.daemon.engine.filesystems:
+        for dev in self.states:
             self._add_object(dev)
         started()  # the name comes in announce(), once the sources have started
         try:
@@ -336,7 +347,7 @@ class DbusPublisher:
             self._send(await self.outbox.get_batch(EVENT_BATCH))
             await self._paced()
 
-    def _send(self, events: list[Event]) -> None:
+    def _send(self, events: Sequence[Event]) -> None:
         self._send_raw(b"".join(m for e in events for m in self._event_messages(e)))
 
     def _event_messages(self, e: Event) -> list[bytes]:
@@ -370,15 +381,15 @@ class DbusPublisher:
             await asyncio.sleep(min(FLUSH_MAX, max(FLUSH_INTERVAL, FLUSH_SPACING * took)))
 
     def _flush_once(self) -> None:
-        engine = self.daemon.engine
         changes, self._mount_changes = self._mount_changes, []
         for body in mounts_changed_bodies(
                 [(c.generation, change_entries(c, path)) for c, path in changes],
                 CHANGES_PER_SIGNAL):
             self._send_raw(self._message(ROOT_PATH, MANAGER_IFACE, "MountsChanged", "taa{sv}",
                                          body))
-        if engine.mounts.generation != self._generation_sent:
-            self._generation_sent = engine.mounts.generation
+        generation = self.control.generation()
+        if generation != self._generation_sent:
+            self._generation_sent = generation
             self._properties_changed(ROOT_PATH, MANAGER_IFACE,
                                      {"Generation": ("t", self._generation_sent)})
         for dev in list(self._dirty):
@@ -476,13 +487,13 @@ class DbusPublisher:
                                 f"{member} takes ({PRIVILEGED[member]}), not ({msg.signature})")
             with translate():
                 if msg.member == "AddWatch":
-                    path = self.daemon.add_watch(*msg.body)
+                    path = self.control.add_watch(*msg.body)
                     bus.send(Message.new_method_return(msg, "o", [path]))
                     return
                 if msg.member == "RemoveWatch":
-                    self.daemon.remove_watch(msg.body[0])
+                    self.control.remove_watch(msg.body[0])
                 else:
-                    self.daemon.reload()
+                    self.control.reload()
             bus.send(Message.new_method_return(msg))
         except DBusError as e:
             bus.send(Message.new_error(msg, e.type, e.text))

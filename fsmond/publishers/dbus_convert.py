@@ -14,8 +14,8 @@ from typing import Any
 
 from dbus_fast import Variant
 
-from fsmond.engine.filesystems import FileSystem
 from fsmond.engine.mounts import MountChange
+from fsmond.engine.step import MOUNT_POINTS_SHOWN, FsState
 from fsmond.events import MountEntry, dev_str
 from fsmond.publishers.dbus_wire import Fields
 
@@ -143,11 +143,10 @@ def mounts_changed_bodies(changes: list[tuple[int, bytearray]], limit: int) -> l
             for chunk in (changes[i:i + limit] for i in range(0, len(changes), limit))]
 
 
-# MountPoints shows the first few: every subscriber of the objects receives
-# each change of it, and a storm of bind mounts would make it O(mounts) per
-# change. MountCount says how many there are; ListMounts has them all.
-MOUNT_POINTS_SHOWN = 16
-
+# MountPoints shows the first few (MOUNT_POINTS_SHOWN, all an FsState has):
+# every subscriber of the objects receives each change of it, and a storm of
+# bind mounts would make it O(mounts) per change. MountCount says how many
+# there are; ListMounts has them all.
 # name -> (signature, getter); the FileSystem object's properties (SPEC section 5).
 FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "Device": ("s", lambda fs: dev_str(fs.device)),
@@ -155,7 +154,7 @@ FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "Source": ("s", lambda fs: text(fs.source)[0]),
     "MountPoints": ("as", lambda fs: [text(p)[0]
                                       for p in fs.mount_points[:MOUNT_POINTS_SHOWN]]),
-    "MountCount": ("u", lambda fs: len(fs.mount_points)),
+    "MountCount": ("u", lambda fs: fs.mount_count),
     "Sampled": ("b", lambda fs: fs.sampled),
     "Size": ("t", lambda fs: fs.size),
     "Available": ("t", lambda fs: fs.available),
@@ -171,13 +170,13 @@ FS_PROPERTIES: dict[str, tuple[str, Any]] = {
     "LastError": ("s", lambda fs: text(fs.last_error)[0]),
     "FillRate": ("d", lambda fs: round(fs.fill_rate, 3)),
     "SecondsToFull": ("d", lambda fs: round(fs.seconds_to_full, 3)),
-    "Classes": ("as", lambda fs: list(fs.watch.classes)),
-    "Lower": ("s", lambda fs: str(fs.watch.lower)),
-    "Upper": ("s", lambda fs: str(fs.watch.upper)),
+    "Classes": ("as", lambda fs: list(fs.classes)),
+    "Lower": ("s", lambda fs: fs.lower),
+    "Upper": ("s", lambda fs: fs.upper),
 }
 # Never change while the object exists: no PropertiesChanged for them.
 CONST_PROPERTIES = frozenset({"Device", "FsType", "Source"})
 
 
-def fs_values(fs: FileSystem) -> dict[str, Any]:
+def fs_values(fs: FsState) -> dict[str, Any]:
     return {name: get(fs) for name, (_sig, get) in FS_PROPERTIES.items()}

@@ -1,9 +1,10 @@
 """The exported D-Bus objects: Manager and FileSystem (SPEC section 5).
 
-The Manager answers queries from the engine's state; the privileged methods
+The Manager answers queries through the daemon's `Control`; the privileged methods
 are declared here for introspection but answered by DbusPublisher's message
 handler, which checks the caller's uid first. FileSystem properties are
-generated from dbus_convert.FS_PROPERTIES so the list lives in one place.
+generated from dbus_convert.FS_PROPERTIES so the list lives in one place,
+and read from the latest FsState the publisher has of the file system.
 Errors are translated in one place (`translate`): FsmondError subclasses
 become org.fsmond.FsMon1.Error.* with their message.
 
@@ -13,7 +14,7 @@ signature.
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import PropertyAccess, Variant
@@ -22,7 +23,7 @@ from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property, dbus_signal
 
 from fsmond import __version__
-from fsmond.engine.core import Engine
+from fsmond.engine.step import FsState
 from fsmond.errors import (
     AccessDeniedError,
     ConfigError,
@@ -43,7 +44,7 @@ from fsmond.publishers.dbus_convert import (
 )
 
 if TYPE_CHECKING:
-    from fsmond.daemon import Daemon
+    from fsmond.publishers.control import Control
 
 BUS_NAME = "org.fsmond.FsMon1"
 MANAGER_IFACE = "org.fsmond.FsMon1.Manager"
@@ -84,30 +85,27 @@ def _annotate(iface: Any, emits: dict[str, str],
 
 
 class ManagerObject(ServiceInterface):
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, control: "Control", watched: Container[DevNum]) -> None:
         super().__init__(MANAGER_IFACE)
-        self.daemon = daemon
+        self.control = control
+        self.watched = watched  # the devices of the file systems the publisher shows
 
     def introspect(self) -> Any:
         return _annotate(super().introspect(), {"Version": "const"}, dbus_docs.MANAGER)
 
-    @property
-    def engine(self) -> Engine:
-        return self.daemon.engine
-
     @dbus_method()
     def GetStatus(self) -> DBusDict:
-        return vardict(self.daemon.status())
+        return vardict(self.control.status())
 
     @dbus_method()
     def ListMounts(self) -> GenMounts:
-        e = self.engine
-        return [e.mounts.generation, [variants(mount_fields(m, self._fs_path(m.device)))
-                                      for m in e.mounts.mounts.values()]]
+        c = self.control
+        return [c.generation(), [variants(mount_fields(m, self._fs_path(m.device)))
+                                 for m in c.mounts()]]
 
     @dbus_method()
     def GetMount(self, path: DBusStr) -> DBusDict:
-        entry = self.engine.mounts.at(path)
+        entry = self.control.mount_at(path)
         if entry is None:
             raise DBusError(f"{BUS_NAME}.Error.NotFound", f"nothing is mounted at {path!r}")
         return variants(mount_fields(entry, self._fs_path(entry.device)))
@@ -115,20 +113,13 @@ class ManagerObject(ServiceInterface):
     @dbus_method()
     def GetChangesSince(self, generation: DBusUInt64) -> GenChanges:
         with translate():
-            gen, complete, changes = self.engine.mounts.changes_since(generation)
+            gen, complete, changes = self.control.changes_since(generation)
         return [gen, complete, [variants(change_fields(c, self._fs_path(c.entry.device)))
                                   for c in changes]]
 
     @dbus_method()
     def ListWatches(self) -> DictList:
-        out = []
-        for dev, fs in self.engine.filesystems.items():
-            w = fs.watch
-            out.append(vardict({
-                "id": variant_path(dev), "mount_point": fs.mount_points[0] if fs.mount_points
-                else "", "fstype": fs.fstype, "device": f"{dev[0]}:{dev[1]}",
-                "classes": list(w.classes), "lower": str(w.lower), "upper": str(w.upper)}))
-        return out
+        return [vardict({**w, "id": Variant("o", w["id"])}) for w in self.control.watches()]
 
     # Answered by DbusPublisher._privileged_call after the uid check; these
     # bodies exist for introspection and are never reached.
@@ -151,7 +142,7 @@ class ManagerObject(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ)
     def Generation(self) -> DBusUInt64:
-        return self.engine.mounts.generation
+        return self.control.generation()
 
     @dbus_signal()
     def Event(self, fs: DBusObjectPath, cls: DBusStr, name: DBusStr,
@@ -163,19 +154,15 @@ class ManagerObject(ServiceInterface):
         return [generation, changes]
 
     def _fs_path(self, dev: DevNum) -> str:
-        return fs_object_path(dev) if dev in self.engine.filesystems else "/"
-
-
-def variant_path(dev: DevNum) -> Variant:
-    return Variant("o", fs_object_path(dev))
+        return fs_object_path(dev) if dev in self.watched else "/"
 
 
 class FileSystemObject(ServiceInterface):
     """One watched file system; its properties are added below from FS_PROPERTIES."""
 
-    def __init__(self, engine: Engine, device: DevNum) -> None:
+    def __init__(self, state: Callable[[DevNum], FsState | None], device: DevNum) -> None:
         super().__init__(FILESYSTEM_IFACE)
-        self.engine = engine
+        self.state = state  # the latest FsState of a device the publisher has
         self.device = device
 
     def introspect(self) -> Any:
@@ -183,11 +170,11 @@ class FileSystemObject(ServiceInterface):
                          dbus_docs.FILESYSTEM)
 
     def values(self) -> dict[str, Any]:
-        fs = self.engine.filesystems.get(self.device)
+        fs = self.state(self.device)
         return fs_values(fs) if fs is not None else {}
 
     def value(self, name: str) -> Any:
-        fs = self.engine.filesystems.get(self.device)
+        fs = self.state(self.device)
         if fs is None:
             raise DBusError(f"{BUS_NAME}.Error.NotFound", "this file system is gone")
         return FS_PROPERTIES[name][1](fs)

@@ -9,7 +9,9 @@ connected, events go out as they come (QoS from the config) and state
 changes are coalesced per file system. A lost connection puts the unsent
 batch back at the front of the bounded outbox and retries with capped
 exponential back-off and jitter. A clean stop publishes `offline` itself.
-The password is never logged.
+The password is never logged. The publisher follows the engine's steps:
+a state payload is the file system's latest FsState, with all its mount
+points asked of the daemon's `Control` when it is sent.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from fsmond.config_mqtt import MqttConfig
-from fsmond.engine.core import Step
+from fsmond.engine.step import FsState, Step
 from fsmond.events import DevNum, Event
 from fsmond.publishers.mqtt_format import (
     Topics,
@@ -37,7 +39,7 @@ from fsmond.publishers.mqtt_format import (
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
-    from fsmond.daemon import Daemon
+    from fsmond.publishers.control import Control
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +55,17 @@ def jitter(seconds: float) -> float:
 class MqttPublisher:
     name = "mqtt"
 
-    def __init__(self, config: MqttConfig, daemon: Daemon, hostname: str | None = None) -> None:
+    def __init__(self, config: MqttConfig, control: Control, hostname: str | None = None) -> None:
         self.config = config
-        self.daemon = daemon
+        self.control = control
         self.hostname = hostname or socket.gethostname()
         self.topics = Topics(config.prefix, self.hostname, config.discovery_prefix)
         self.outbox: Outbox[Event] = Outbox("mqtt", config.queue_size)
         self.connected = False
         self.connections = 0
+        # Every watched file system's latest FsState; `_dirty` (state to send)
+        # is within it, `_gone` (retained state to clear) outside it.
+        self.states: dict[DevNum, FsState] = {}
         self._dirty: set[DevNum] = set()
         self._gone: set[DevNum] = set()
         self._announced: set[DevNum] = set()
@@ -73,14 +78,19 @@ class MqttPublisher:
 
     # ----------------------------------------------------- from the daemon
 
-    def publish(self, events: list[Event]) -> None:
-        self.outbox.put_all(events)
-
-    def on_updates(self, u: Step) -> None:
-        self._dirty |= u.added | u.changed
-        self._gone |= u.removed
-        self._dirty -= u.removed
-        self._gone -= u.added
+    def publish(self, step: Step) -> None:
+        if step.events:
+            self.outbox.put_all(step.events)
+        if not step.refreshes():
+            return
+        for s in step.states:
+            self.states[s.device] = s
+        for dev in step.removed:
+            self.states.pop(dev, None)
+        self._dirty |= step.changed
+        self._gone |= step.removed
+        self._dirty -= step.removed
+        self._gone -= step.added
         if self._dirty or self._gone:
             self._state_wake.set()
 
@@ -145,7 +155,7 @@ class MqttPublisher:
         t = self.topics
         await client.publish(t.status, "online", qos=1, retain=True)
         await self._send_events(client, until_empty=True)
-        self._dirty |= set(self.daemon.engine.filesystems)
+        self._dirty |= set(self.states)
         self._announced.clear()  # a new session: discovery configs and states go out again
         self._last_state.clear()
         await self._send_states(client)
@@ -176,7 +186,6 @@ class MqttPublisher:
             await asyncio.sleep(STATE_INTERVAL)
 
     async def _send_states(self, client: aiomqtt.Client) -> None:
-        engine = self.daemon.engine
         gone, self._gone = self._gone, set()
         for dev in gone:
             self._announced.discard(dev)
@@ -187,19 +196,19 @@ class MqttPublisher:
                     await client.publish(topic, b"", qos=1, retain=True)
         dirty, self._dirty = self._dirty, set()
         for dev in dirty:
-            fs = engine.filesystems.get(dev)
+            fs = self.states.get(dev)
             if fs is None:
                 continue
             if self.config.discovery and dev not in self._announced:
                 await self._send_discovery(client, dev)
                 self._announced.add(dev)
-            payload = state_payload(fs)
+            payload = state_payload(fs, self.control.mount_points(dev))
             if self._last_state.get(dev) != payload:  # retained: only news is worth sending
                 await client.publish(self.topics.state(dev), payload, qos=1, retain=True)
                 self._last_state[dev] = payload
 
     async def _send_discovery(self, client: aiomqtt.Client, dev: DevNum) -> None:
-        fs = self.daemon.engine.filesystems.get(dev)
+        fs = self.states.get(dev)
         if fs is None:
             return
         label = fs.mount_points[0] if fs.mount_points else f"{dev[0]}:{dev[1]}"
@@ -212,5 +221,5 @@ class MqttPublisher:
         async for message in client.messages:
             if message.payload == b"online":
                 await asyncio.sleep(random.uniform(0, 2))
-                for dev in list(self.daemon.engine.filesystems):
+                for dev in list(self.states):
                     await self._send_discovery(client, dev)

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from fsmond import __version__
-from fsmond.engine.filesystems import FileSystem
+from fsmond.engine.step import FsState
 from fsmond.events import DevNum, Event
 
 
@@ -54,7 +54,7 @@ def event_payload(e: Event) -> str:
     return json.dumps(e.to_dict(), ensure_ascii=True, separators=(",", ":"))
 
 
-def state_payload(fs: FileSystem) -> str:
+def state_payload(fs: FsState, mount_points: list[str]) -> str:
     """The retained state. Space and inode figures are null until the first
     sample (unknown, not 0; Home Assistant shows a sensor whose template
     renders None as unknown); used and percent_used are df's."""
@@ -65,7 +65,7 @@ def state_payload(fs: FileSystem) -> str:
         "device": f"{fs.device[0]}:{fs.device[1]}",
         "fstype": fs.fstype,
         "source": fs.source,
-        "mount_points": list(fs.mount_points),
+        "mount_points": mount_points,
         "sampled": known,
         "size": fs.size if known else None,
         "available": fs.available if known else None,

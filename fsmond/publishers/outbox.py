@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class Outbox(Generic[T]):
         self._items.append(item)
         self._ready.set()
 
-    def put_all(self, items: list[T]) -> None:
+    def put_all(self, items: Iterable[T]) -> None:
         for item in items:
             self.put(item)
 
