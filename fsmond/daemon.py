@@ -149,6 +149,9 @@ class Daemon:
         self.kmsg: Any = None
         self.enospc: Any = None  # the ENOSPC trace, armed while a file system is at risk
         self._fsids: dict[DevNum, str] = {}  # btrfs file system -> its UUID (sysfs name)
+        # File systems at risk (FsState.at_risk), from the steps: the trace is
+        # armed while there is one.
+        self._at_risk: set[DevNum] = set()
         self._strangers: set[DevNum] = set()  # devices of no file system, as of the last look
         self.mount_source = make_mount_source(
             config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
@@ -208,17 +211,25 @@ class Daemon:
         self._schedule_tick()
 
     def _follow(self, step: Step) -> None:
-        """The sources that act on the set of watched file systems."""
+        """The sources that act on the set of watched file systems follow the
+        step, as publishers do. The error watches come last: an ext4 error
+        history they find is an input of its own, delivered in its own step."""
+        for dev in step.removed:
+            self._fsids.pop(dev, None)
+            self._at_risk.discard(dev)
+            if self.fserror is not None:
+                self.fserror.unwatch(dev)
+        for s in step.states:
+            if s.at_risk:
+                self._at_risk.add(s.device)
+            else:
+                self._at_risk.discard(s.device)
+        if self.enospc is not None:
+            self.enospc.set_at_risk(bool(self._at_risk))
         if step.added or step.removed:
             self.sampler.poke()
         for dev in step.added:
             self._start_error_watch(dev)
-        for dev in step.removed:
-            self._fsids.pop(dev, None)
-            if self.fserror is not None:
-                self.fserror.unwatch(dev)
-        if self.enospc is not None:
-            self.enospc.set_at_risk(self.engine.at_risk())
 
     def _look_for_members(self, device: DevNum) -> None:
         """A report names a device no file system owns: a device added to a
@@ -443,7 +454,7 @@ class Daemon:
                 for dev in list(self.engine.filesystems):
                     self._start_error_watch(dev)
                 if self.enospc is not None:
-                    self.enospc.set_at_risk(self.engine.at_risk())
+                    self.enospc.set_at_risk(bool(self._at_risk))
                 for p in self.publishers:
                     if isinstance(p, Announcer):
                         await p.announce()

@@ -198,6 +198,10 @@ class Engine:
         return bool(self._risky)
 
     def _note_risk(self, fs: FileSystem) -> None:
+        # A change of it is a new state, whatever else the input did: the
+        # ENOSPC trace follows it from the steps (FsState.at_risk).
+        if fs.at_risk != (fs.device in self._risky):
+            self._updates.fs_changed.add(fs.device)
         if fs.at_risk:
             self._risky.add(fs.device)
         else:

@@ -5,8 +5,8 @@ watch added or removed, a new policy) returns a Step: the events it made, in
 order, a frozen `FsState` of each file system it added or changed (as it
 stands after the input), the devices it removed, and the mount-table
 changes. A publisher follows the engine from steps alone, applying each in
-this order: `added` (an object exists before its first event), `events`,
-`removed` (an object goes after its last event), then the other states and
+this order: `states` (a new file system exists before its first event),
+`events`, `removed` (a file system goes after its last event), then
 `mount_changes`. It never reads the engine's live objects.
 
 Invariants (the parallel indexes): `states` has one FsState per device, for
@@ -58,6 +58,7 @@ class FsState:
     classes: tuple[str, ...]
     lower: str
     upper: str
+    at_risk: bool  # near enough to full for the ENOSPC trace to be armed
 
 
 def snapshot(fs: FileSystem, visible: bool) -> FsState:
@@ -69,7 +70,7 @@ def snapshot(fs: FileSystem, visible: bool) -> FsState:
         fs.size, fs.available, fs.free, fs.files, fs.files_available,
         fs.percent_available, fs.level, fs.inode_level, fs.read_only, fs.responsive,
         fs.error_count, fs.last_error, fs.fill_rate, fs.seconds_to_full,
-        tuple(w.classes), str(w.lower), str(w.upper))
+        tuple(w.classes), str(w.lower), str(w.upper), fs.at_risk)
 
 
 @dataclass(frozen=True)
