@@ -200,9 +200,11 @@ class Engine:
     def _note_risk(self, fs: FileSystem) -> None:
         # A change of it is a new state, whatever else the input did: the
         # ENOSPC trace follows it from the steps (FsState.at_risk).
-        if fs.at_risk != (fs.device in self._risky):
-            self._updates.fs_changed.add(fs.device)
-        if fs.at_risk:
+        risky = fs.at_risk
+        if risky == (fs.device in self._risky):
+            return
+        self._updates.fs_changed.add(fs.device)
+        if risky:
             self._risky.add(fs.device)
         else:
             self._risky.discard(fs.device)
@@ -304,7 +306,10 @@ class Engine:
     # ----------------------------------------------------------------- queries
 
     def _step(self, events: list[Event]) -> Step:
-        u, self._updates = self._updates, _Pending()
+        u = self._updates
+        if not (u.fs_added or u.fs_changed or u.fs_removed or u.mount_changes):
+            return Step(tuple(events))
+        self._updates = _Pending()
         fss = self.filesystems
         states = tuple(self.state(fss[d]) for d in dict.fromkeys((*u.fs_added, *u.fs_changed))
                        if d in fss)

@@ -19,7 +19,7 @@ and copying thousands of names each time was a tenth of fsmond's CPU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fsmond.engine.filesystems import FileSystem
 from fsmond.engine.mounts import MountChange
@@ -30,9 +30,11 @@ from fsmond.events import DevNum, Event
 MOUNT_POINTS_SHOWN = 16
 
 
-@dataclass(frozen=True, slots=True)
-class FsState:
-    """A watched file system as publishers show it, at the end of a step."""
+class FsState(NamedTuple):
+    """A watched file system as publishers show it, at the end of a step.
+    A named tuple: immutable and built in one call (a frozen dataclass sets
+    each field through object.__setattr__), as it is on an error's cold way
+    out, where every step counts."""
 
     device: DevNum
     fstype: str
@@ -73,9 +75,9 @@ def snapshot(fs: FileSystem, visible: bool) -> FsState:
         tuple(w.classes), str(w.lower), str(w.upper), fs.at_risk)
 
 
-@dataclass(frozen=True)
-class Step:
-    """What one input did (see the module's header for the order to apply it)."""
+class Step(NamedTuple):
+    """What one input did (see the module's header for the order to apply it).
+    A named tuple, as FsState; true when it holds anything at all."""
 
     events: tuple[Event, ...] = ()
     states: tuple[FsState, ...] = ()
