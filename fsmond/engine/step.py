@@ -14,7 +14,7 @@ every device in `added` and for changed ones; `added` and `removed` are
 disjoint, and no device in `removed` has a state. A state is cheap: it holds
 a file system's first MOUNT_POINTS_SHOWN mount points and their count, not
 all of them, since a storm of bind mounts changes one file system per batch
-and copying thousands of names each time was a tenth of fsmond's CPU.
+and copying thousands of names each time cost fsmond much of a storm's CPU.
 """
 
 from __future__ import annotations
