@@ -47,6 +47,17 @@ def first_match(seen: list[T], new: queue.Queue[T], pred: Callable[[T], bool],
 Event = dict[str, Any]
 
 
+def wait_until(check: Callable[[], T], what: str, timeout: float = 15.0) -> T:
+    """The first truthy result of `check`, asked every 0.1 s for `timeout`
+    seconds at most; an AssertionError naming `what` after that."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.1)
+    return result
+
+
 class FsmondProcess:
     def __init__(self, config: Path, *extra: str, bus: str | None = None,
                  launcher: list[str] | None = None) -> None:

@@ -14,8 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,16 @@ from fsmond.daemon import Daemon
 from fsmond.sources import enospc_trace
 from fsmond.sources.enospc_trace import SYSCALLS
 from tests.kernel import require_tracefs
-from tests.running import FSMOND, FsmondProcess, daemon_config, dev_of, fsmond, run, tmpfs
+from tests.running import (
+    FSMOND,
+    FsmondProcess,
+    daemon_config,
+    dev_of,
+    fsmond,
+    run,
+    tmpfs,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.root]
 
@@ -50,12 +57,6 @@ def switches(inst: Path) -> set[str]:
             for c in SYSCALLS if (events / f"sys_exit_{c}").is_dir()}
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def fill(path: Path, mib: float) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.publishers.buses import busctl, dbus_daemon
-from tests.running import bind_mounts, daemon_config, dev_of, fsmond, tmpfs
+from tests.running import bind_mounts, daemon_config, dev_of, fsmond, tmpfs, wait_until
 from tests.test_reliability import fuse_server
 
 pytestmark = [pytest.mark.root]
@@ -95,11 +95,6 @@ def mount_count(bus: str, obj: str) -> int:
     return int(json.loads(r.stdout)["data"])
 
 
-def wait_until(pred: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "not reached"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -116,8 +111,9 @@ def test_an_object_manager_client_gets_nothing_per_mount_in_a_storm(
     obj = fs_path(t)
     with glib_objects(bus) as app:
         with bind_mounts(t, [tmp_path / "storm" / f"m{i}" for i in range(STORM)]):
-            wait_until(lambda: mount_count(bus, obj) == STORM + 1)
-        wait_until(lambda: mount_count(bus, obj) == 1)
+            wait_until(lambda: mount_count(bus, obj) == STORM + 1,
+                       "MountCount after the mounts", 60)
+        wait_until(lambda: mount_count(bus, obj) == 1, "MountCount after the unmounts", 60)
         # The storm's file system still tells its thresholds to the app.
         (t / "a").write_bytes(b"x" * (6 << 20))  # 40% left: the 50% level is reached
         app.expect(lambda s: s == f"event {obj} thr threshold")

@@ -27,7 +27,7 @@ from tests import nspawn
 from tests.kernel import require_filesystem
 from tests.loopfs import broken_btrfs, loop_devices, mkfs_btrfs
 from tests.nspawn import Container
-from tests.running import run
+from tests.running import run, wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120, func_only=True)]
 
@@ -66,14 +66,6 @@ def get_status(c: Container) -> dict[str, Any]:
     return {k: v["data"] for k, v in reply["data"][0].items()}
 
 
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if result := check():
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout:.0f} s")
-        time.sleep(0.2)
 
 
 def test_fsmond_starts_answers_on_the_system_bus_and_stops_cleanly(container: Container) -> None:
@@ -127,7 +119,7 @@ def test_watchdog_restarts_a_stopped_daemon(container: Container) -> None:
         return now if moved and now["ActiveState"] == "active" else None
 
     # 3 s watchdog + RestartSec=2s + start
-    now = wait_until(restarted, 60, "restart after the watchdog timeout")
+    now = wait_until(restarted, "restart after the watchdog timeout", 60)
     assert int(now["NRestarts"]) > int(before["NRestarts"]), now
     journal = c.journal("-u", "fsmond", "-o", "cat")
     assert "Watchdog timeout" in journal, journal
@@ -186,7 +178,7 @@ def test_a_tmpfs_mounted_after_start_counts_once_with_its_path(container: Contai
     c.run("mount", "-t", "tmpfs", "-o", "size=10m", "late", "/mnt/late")
     c.run("mount", "-t", "tmpfs", "-o", "size=10m", "late-tmp", "/tmp/late")
     try:
-        wait_until(lambda: get_status(c)["mounts"] >= before + 2, 10, "the two mounts")
+        wait_until(lambda: get_status(c)["mounts"] >= before + 2, "the two mounts", 10)
         time.sleep(1)  # a second copy of either would be counted by now
         assert get_status(c)["mounts"] == before + 2
         _, mounts = call(c, "ListMounts")
@@ -213,13 +205,13 @@ def test_an_ext4_mounted_after_start_is_one_sampled_object_with_its_error_mark(
         try:
             rdev = os.stat(dev).st_rdev
             obj = f"{ROOT}/fs/{os.major(rdev)}_{os.minor(rdev)}"
-            wait_until(lambda: obj in managed(c), 10, "the object")
+            wait_until(lambda: obj in managed(c), "the object", 10)
             assert prop(c, obj, "MountPoints") == ["/mnt/e4"]
             points = [m["mount_point"]["data"] for m in call(c, "ListMounts")[1]]
             assert points.count("/mnt/e4") == 1 and "" not in points
-            assert wait_until(lambda: prop(c, obj, "Size"), 10, "a sample") > 16 << 20
+            assert wait_until(lambda: prop(c, obj, "Size"), "a sample", 10) > 16 << 20
             Path(f"/sys/fs/ext4/{Path(dev).name}/trigger_fs_error").write_text("fsmond test\n")
-            wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, 10, "the error from fanotify")
+            wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, "the error from fanotify", 10)
             added = [e for e in events() if e["name"] == "watch-added" and e["fs"] == obj]
             assert [e["mount_point"] for e in added] == ["/mnt/e4"]
         finally:
@@ -262,7 +254,7 @@ def test_the_host_namespace_option_reports_that_namespace_s_table(container: Con
             return {(m["mount_id"]["data"], m["mount_point"]["data"])
                     for m in call(c, "ListMounts")[1]}
 
-        wait_until(lambda: table() == want, 10, f"the table of /proc/1/mountinfo, {want}")
+        wait_until(lambda: table() == want, f"the table of /proc/1/mountinfo, {want}", 10)
     finally:
         c.run("umount", "/mnt/host-late", check=False)
 
@@ -281,15 +273,15 @@ def test_a_broken_configuration_is_a_failed_reload_at_error_priority(
     # The daemon's own error, when the signal comes without the check:
     c.systemctl("kill", "--signal=SIGHUP", "--kill-who=main", "fsmond")
     wait_until(lambda: "reload failed" in c.journal("-u", "fsmond", "-p", "err", "-o", "cat"),
-               10, "the daemon's reload error in the journal at priority err")
+               "the daemon's reload error in the journal at priority err", 10)
     assert "ready:" not in c.journal("-u", "fsmond", "-p", "warning", "-o", "cat")
     assert "ready:" in c.journal("-u", "fsmond", "-p", "info", "-o", "cat")
     assert call(c, "ListWatches") == watches  # the old configuration stays
 
     c.write_file(CONFIG, '[[watch]]\npath = "/"\nlower = "3%"\nupper = "2%"\n')
     c.systemctl("reload", "fsmond")
-    wait_until(lambda: [w["lower"]["data"] for w in call(c, "ListWatches")[0]] == ["3%"], 10,
-               "the new configuration")
+    wait_until(lambda: [w["lower"]["data"] for w in call(c, "ListWatches")[0]] == ["3%"],
+               "the new configuration", 10)
 
 
 def test_the_call_that_activates_fsmond_gets_the_whole_table(container: Container) -> None:
@@ -347,7 +339,7 @@ def test_a_write_that_fails_with_enospc_names_the_writer(container: Container) -
             assert status["enospc_trace"] == "disarmed", (
                 status["unavailable"], c.journal("-u", "fsmond", "-p", "warning", "-o", "cat"))
             c.run("dd", "if=/dev/zero", "of=/srv/full/a", "bs=1M", "count=3")
-            wait_until(lambda: get_status(c)["enospc_trace"] == "armed", 10, "the trace armed")
+            wait_until(lambda: get_status(c)["enospc_trace"] == "armed", "the trace armed", 10)
             c.run("systemd-run", "--unit=enospc-writer", "--quiet", "/opt/fsmond/bin/python",
                   "-c", WRITER)
 
@@ -355,7 +347,7 @@ def test_a_write_that_fails_with_enospc_names_the_writer(container: Container) -
                 return next((e for e in events() if e["name"] == "no-space"
                              and e["details"]["source"] == "trace"), None)
 
-            event = wait_until(traced, 10, "a traced no-space")
+            event = wait_until(traced, "a traced no-space", 10)
             pid = host_pid_named("enospc-writer")
         assert (event["mount_point"], event["comm"], event["pid"]) == (
             "/srv/full", "enospc-writer", pid), event
@@ -384,11 +376,11 @@ def test_a_btrfs_forced_read_only_is_its_object_s_state_under_the_unit(
             major, minor = line.split()[2].split(":")
             obj = f"{ROOT}/fs/{major}_{minor}"
             assert major == "0"
-            wait_until(lambda: obj in managed(c), 10, "the object")
+            wait_until(lambda: obj in managed(c), "the object", 10)
             assert prop(c, obj, "ReadOnly") is False
             c.run("sh", "-c", "rm -f /mnt/b/f*; sync", check=False)
-            wait_until(lambda: prop(c, obj, "ReadOnly"), 20, "ReadOnly")
-            wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, 10, "ErrorCount")
+            wait_until(lambda: prop(c, obj, "ReadOnly"), "ReadOnly", 20)
+            wait_until(lambda: prop(c, obj, "ErrorCount") >= 1, "ErrorCount", 10)
             loop = Path(dev).name
             rdev = os.stat(dev).st_rdev
             strays = [e for e in events() if e["fs"] == "/" and (
@@ -425,8 +417,8 @@ def test_btrfs_space_comes_from_btrfs_under_the_unit(container: Container,
             expected = estimate(read_figures(folder))  # an idle, fresh btrfs: it stays put
             avail, bsize = c.run("stat", "-f", "-c", "%a %S", "/mnt/bt").stdout.split()
             assert int(avail) * int(bsize) != expected.available  # the two can be told apart
-            wait_until(lambda: prop(c, obj, "Available") == expected.available, 15,
-                       "btrfs's own available space")
+            wait_until(lambda: prop(c, obj, "Available") == expected.available,
+                       "btrfs's own available space", 15)
             assert prop(c, obj, "Size") == expected.size
             assert "cannot be read" not in c.journal("-u", "fsmond", "-p", "warning")
         finally:

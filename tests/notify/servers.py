@@ -12,7 +12,6 @@ import queue
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,18 +23,12 @@ from dbus_fast.aio import MessageBus
 
 from tests.notify.spec_server import FileManager1, Notifications
 from tests.publishers.buses import PERMISSIVE
-from tests.running import first_match
+from tests.running import first_match, wait_until
 
 NOTIFICATIONS = "org.freedesktop.Notifications"
 DUNSTRC = Path(__file__).parent / "dunstrc"
 
 
-def wait_until(pred: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
 
 
 def has_owner(address: str, name: str) -> bool:
@@ -92,7 +85,7 @@ def dunst(address: str, display: str) -> Iterator[subprocess.Popen[str]]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_until(lambda: has_owner(address, NOTIFICATIONS) or proc.poll() is not None,
-                   "dunst to own org.freedesktop.Notifications")
+                   "dunst owning org.freedesktop.Notifications", 20)
         assert proc.poll() is None, f"dunst ended: {proc.stderr.read() if proc.stderr else ''}"
         yield proc
     finally:
