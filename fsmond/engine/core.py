@@ -334,11 +334,6 @@ class Engine:
                 self._unsampled[dev] = now
                 self._updates.fs_changed.add(dev)
 
-    def mounts_of(self, device: DevNum) -> list[MountEntry]:
-        """The mounts of a file system, the one that best names it first."""
-        mounts = self.mounts.mounts
-        return [mounts[k[3]] for k in self._by_device.get(device, ())]
-
     def visible_mount(self, device: DevNum) -> MountEntry | None:
         """The mount a file system is best looked at through: its first mount
         point that shows it, not one another mount covers (statvfs there would

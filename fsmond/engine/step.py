@@ -97,9 +97,6 @@ class Step(NamedTuple):
         """Devices with a new state (added ones included)."""
         return frozenset(s.device for s in self.states)
 
-    def added_states(self) -> list[FsState]:
-        return [s for s in self.states if s.device in self.added]
-
     def then(self, later: Step) -> Step:
         """This step and a later one as one: what a publisher would show after both."""
         if not self.refreshes():
