@@ -99,7 +99,8 @@ def _leaves(e: BaseException | None) -> list[BaseException]:
 
 
 async def _serve(config: Config, args: argparse.Namespace, trace: TextIO | None) -> None:
-    from fsmond.daemon import Daemon, Publisher
+    from fsmond.daemon import Daemon
+    from fsmond.lifecycle import Publisher
     from fsmond.publishers.console import ConsolePublisher
 
     publishers: list[Publisher] = []

@@ -1,13 +1,14 @@
 """Wiring: sources -> engine -> publishers in one asyncio task group.
 
-Every source and publisher is a component with `async def run(started)`.
-They all start in one TaskGroup; `ready` is called only when each has said
-it started (READY for systemd). Observations reach the engine through
-`emit`, on the loop's thread, and the step it returns (fsmond.engine.step)
-goes to each publisher, which keeps its events in its own bounded outbox;
-publishers ask what steps do not say through a `Control` (DaemonControl),
-never through the daemon itself. Shutdown is an awaitable (`shutdown_trigger`,
-SIGTERM/SIGINT by default) so tests can stop the daemon cleanly.
+Every source and publisher is a component (fsmond.lifecycle), started in
+one TaskGroup; `ready` is called only when each has said it started (READY
+for systemd). Observations reach the engine through `emit`, on the loop's
+thread, with the time from `_now`, the engine's one clock. The step it
+returns (fsmond.engine.step) goes to each publisher, which keeps its events
+in its own bounded outbox, and then to the sources that act on the set of
+watched file systems (the sampler, the error watches, the ENOSPC trace),
+which follow steps as publishers do. Publishers ask what steps do not say
+through a `Control` (fsmond.daemon_control), never through the daemon itself.
 """
 
 from __future__ import annotations
@@ -20,26 +21,18 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from fsmond import __version__
-from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config, resolve_watch_args
+from fsmond.config import DEFAULT_CONFIG_PATH, Config, load_config
+from fsmond.daemon_control import DaemonControl
 from fsmond.engine.core import Engine
-from fsmond.engine.filesystems import MERGE_WAIT
-from fsmond.engine.mounts import MountChange
-from fsmond.engine.step import Step
-from fsmond.errors import ConfigError, FsmondError, InvalidArgsError
-from fsmond.events import (
-    DeviceChange,
-    DevNum,
-    ErrorHistory,
-    KernelReport,
-    Members,
-    MountEntry,
-    Observation,
-    fs_object_path,
-)
+from fsmond.engine.filesystems import MERGE_WAIT, WatchSpec
+from fsmond.engine.step import FsState, Step
+from fsmond.errors import FsmondError
+from fsmond.events import DeviceChange, DevNum, ErrorHistory, KernelReport, Members, Observation
+from fsmond.lifecycle import Announcer, Component, Publisher, cancel_all, wait_for_signals
 from fsmond.sdnotify import Notifier
 from fsmond.sources.mounttable import make_mount_source
 from fsmond.sources.space import SpaceSampler
@@ -52,62 +45,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Component(Protocol):
-    name: str
-
-    async def run(self, started: Callable[[], None]) -> None: ...
-
-
-class Publisher(Component, Protocol):
-    def publish(self, step: Step) -> None:
-        """The engine's step of one input (a storm's batch is one call)."""
-
-
-@runtime_checkable
-class Announcer(Protocol):
-    async def announce(self) -> None:
-        """Say we are here (a bus name), once every component has started:
-        whoever the announcement wakes (a D-Bus-activated call) must find the
-        whole mount table, not the empty one before the sources ran."""
-
-
-def wait_for_signals(*signums: int) -> Awaitable[None]:
-    """The handlers are in place when this returns, not when it is first
-    awaited: a stop right after "ready" must find them (it used to kill us)."""
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    for s in signums:
-        loop.add_signal_handler(s, done.set)
-
-    async def wait() -> None:
-        try:
-            await done.wait()
-        finally:
-            for s in signums:
-                loop.remove_signal_handler(s)
-
-    return wait()
-
-
-RECANCEL = 3.0  # seconds; more than the MQTT publisher's 2 s to say offline
 # Young objects between collections of the cyclic GC (Python's default: 700).
 # fsmond's garbage is short-lived and acyclic (events, entries, batches): at
 # 700 a storm runs the young collection hundreds of times for objects freed
 # a moment later (BENCHMARKS.md has what 10,000 saves).
 GC_YOUNG = 10_000
-
-
-async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel, and cancel again whatever still runs: on 3.11 a cancel that
-    comes together with a wake-up is lost inside asyncio.wait_for, which
-    libraries use (aiomqtt around every publish), and the component goes on."""
-    pending = set(tasks)
-    while pending:
-        for t in pending:
-            t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=RECANCEL)
-        if pending:
-            log.warning("still stopping: %s", ", ".join(t.get_name() for t in pending))
 
 
 class Daemon:
@@ -125,7 +67,6 @@ class Daemon:
         self.engine = Engine(config, log_size=config.daemon.changelog_size,
                              merge_wait=MERGE_WAIT if config.daemon.kmsg else 0.0)
         self.publishers: list[Publisher] = list(publishers or [])
-        self.control = DaemonControl(self)
         self._shutdown_trigger = shutdown_trigger or (
             lambda: wait_for_signals(signal.SIGTERM, signal.SIGINT))
         self._ready = ready
@@ -141,13 +82,16 @@ class Daemon:
         self._tick: asyncio.TimerHandle | None = None
         self._check = _fs_check(config.daemon.mount_namespace)
         self.sampler = SpaceSampler(
-            self.emit, self.engine.sample_targets, self._poll_delay,
+            self.emit, interval=config.daemon.poll_interval,
+            min_interval=config.daemon.min_poll_interval,
             timeout=config.daemon.statvfs_timeout, check=self._check,
-            fstype_of=self._fstype_of,
         )
         self.fserror: Any = None
         self.kmsg: Any = None
         self.enospc: Any = None  # the ENOSPC trace, armed while a file system is at risk
+        # The watched file systems as the steps said last: what their error
+        # watches and member lists are started from.
+        self.states: dict[DevNum, FsState] = {}  # read only
         self._fsids: dict[DevNum, str] = {}  # btrfs file system -> its UUID (sysfs name)
         # File systems at risk (FsState.at_risk), from the steps: the trace is
         # armed while there is one.
@@ -155,6 +99,7 @@ class Daemon:
         self._strangers: set[DevNum] = set()  # devices of no file system, as of the last look
         self.mount_source = make_mount_source(
             config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
+        self.control = DaemonControl(self)
 
     # ----------------------------------------------------------- the data flow
 
@@ -214,22 +159,23 @@ class Daemon:
         """The sources that act on the set of watched file systems follow the
         step, as publishers do. The error watches come last: an ext4 error
         history they find is an input of its own, delivered in its own step."""
+        self.sampler.follow(step)
         for dev in step.removed:
+            self.states.pop(dev, None)
             self._fsids.pop(dev, None)
             self._at_risk.discard(dev)
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
         for s in step.states:
+            self.states[s.device] = s
             if s.at_risk:
                 self._at_risk.add(s.device)
             else:
                 self._at_risk.discard(s.device)
         if self.enospc is not None:
             self.enospc.set_at_risk(bool(self._at_risk))
-        if step.added or step.removed:
-            self.sampler.poke()
         for dev in step.added:
-            self._start_error_watch(dev)
+            self._start_error_watch(self.states[dev])
 
     def _look_for_members(self, device: DevNum) -> None:
         """A report names a device no file system owns: a device added to a
@@ -261,22 +207,19 @@ class Daemon:
             return
 
         def done() -> None:
-            if dev in self.engine.filesystems:
+            if dev in self.states:
                 self._fsids[dev] = fsid
                 self._strangers.clear()
                 self.emit(Members(dev, members))
 
         self._loop.call_soon_threadsafe(done)
 
-    def _start_error_watch(self, dev: DevNum) -> None:
-        fs = self.engine.filesystems.get(dev)
-        if fs is None or not fs.mount_points:
-            return
-        top = self.engine.visible_mount(dev)
-        if fs.fstype == "btrfs" and top is not None and self._loop is not None:
-            self._loop.run_in_executor(None, self._read_members, dev, top.mount_point)
-        if self.fserror is not None and top is not None:
-            self.fserror.watch(dev, top.mount_point, top.mount_id)
+    def _start_error_watch(self, fs: FsState) -> None:
+        dev, path = fs.device, fs.sample_path
+        if fs.fstype == "btrfs" and path and self._loop is not None:
+            self._loop.run_in_executor(None, self._read_members, dev, path)
+        if self.fserror is not None and path:
+            self.fserror.watch(dev, path, fs.mount_id)
         if fs.fstype in ("ext4", "ext3", "ext2"):
             history = _error_history(dev)
             if history is not None:
@@ -293,71 +236,18 @@ class Daemon:
 
         self._tick = self._loop.call_later(max(0.0, deadline - self._now()) + 0.001, tick)
 
-    def _fstype_of(self, dev: DevNum) -> str:
-        fs = self.engine.filesystems.get(dev)
-        return fs.fstype if fs is not None else ""
-
-    def _poll_delay(self, dev: DevNum) -> float:
-        d = self.config.daemon
-        fs = self.engine.filesystems.get(dev)
-        if fs is None:
-            return d.poll_interval
-        return fs.next_poll_delay(d.poll_interval, d.min_poll_interval)
-
     def note(self, cls: str, name: str, details: dict[str, Any]) -> None:
         """An event of the daemon itself (config errors), attached to no file system."""
         self._deliver(Step((self.engine.note(cls, name, details, self._now()),)))
 
     # ------------------------------------------------- what clients may ask
 
-    def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
-        """AddWatch: validated like a [[watch]]; returns the file system's object path."""
-        _check_path(mount_point)
-        try:
-            spec = resolve_watch_args(classes, lower, upper, self.config.defaults)
-        except ConfigError as e:  # the caller's arguments, not the daemon's file
-            raise InvalidArgsError(str(e)) from None
+    def add_watch(self, mount_point: str, spec: WatchSpec) -> None:
+        """A run-time watch (AddWatch, checked by DaemonControl)."""
         self._deliver(self.engine.add_watch(mount_point, spec, self._now()))
-        entry = self.engine.mounts.at(mount_point)
-        return fs_object_path(entry.device if entry else None)
 
     def remove_watch(self, mount_point: str) -> None:
-        _check_path(mount_point)
         self._deliver(self.engine.remove_watch(mount_point, self._now()))
-
-    def status(self) -> dict[str, Any]:
-        """GetStatus and `fsmonctl status`: versions, backends, counts."""
-        out: dict[str, Any] = {
-            "version": __version__,
-            "uptime": round(time.monotonic() - self.started_at, 3),
-            "mount_backend": self.mount_source.name,
-            "error_backends": [n for n, c in (("kmsg", self.kmsg), ("fanotify", self.fserror))
-                               if c is not None and n not in self.failed],
-            "device_backend": "udev" if self.config.daemon.udev and "udev" not in self.failed
-            else "",
-            "mounts": len(self.engine.mounts),
-            "generation": self.engine.mounts.generation,
-            "filesystems": len(self.engine.filesystems),
-            "watches": len(self.engine.filesystems),
-            "events": self.events,
-            "kmsg_overruns": getattr(self.kmsg, "overruns", 0),
-            "enospc_trace": self._enospc_state(),
-            "enospc_failures": getattr(self.enospc, "failures", 0),
-            "enospc_from_writer": getattr(self.enospc, "from_writer", 0),
-            "enospc_lost": getattr(self.enospc, "lost", 0),
-            "last_reload_error": self.last_reload_error,
-            "unavailable": dict(self.failed),
-        }
-        for p in self.publishers:
-            out[f"{p.name}_dropped"] = getattr(getattr(p, "outbox", None), "dropped",
-                                               getattr(p, "dropped", 0))
-        return out
-
-    def _enospc_state(self) -> str:
-        """armed | disarmed | off | unavailable (the reason is in `unavailable`)."""
-        if "enospc-trace" in self.failed:
-            return "unavailable"
-        return "off" if self.enospc is None else str(self.enospc.state)
 
     # ---------------------------------------------------------------- reload
 
@@ -381,6 +271,8 @@ class Daemon:
         elif new.daemon.enospc_trace != "off" and "enospc-trace" not in self.failed:
             log.warning("enospc_trace = %r takes effect at the next start",
                         new.daemon.enospc_trace)
+        self.sampler.interval = new.daemon.poll_interval
+        self.sampler.min_interval = new.daemon.min_poll_interval
         self.sampler.poke()
         self.notifier.status(self.status_line())
 
@@ -451,8 +343,8 @@ class Daemon:
                     if tasks[-1] in done:
                         tasks[-1].result()
                     self.backends.setdefault(component.name, "started")
-                for dev in list(self.engine.filesystems):
-                    self._start_error_watch(dev)
+                for state in list(self.states.values()):
+                    self._start_error_watch(state)
                 if self.enospc is not None:
                     self.enospc.set_at_risk(bool(self._at_risk))
                 for p in self.publishers:
@@ -474,7 +366,7 @@ class Daemon:
                 await stop
                 log.info("shutting down")
                 self.notifier.stopping()
-                await _cancel_all(tasks)
+                await cancel_all(tasks)
         finally:
             loop.remove_signal_handler(signal.SIGHUP)
             if self._tick is not None:
@@ -484,66 +376,12 @@ class Daemon:
     def status_line(self) -> str:
         """systemd's STATUS=: what runs and how much it watches."""
         sources = ", ".join(f"{n}" for n in self.backends if n not in self.failed)
-        return (f"{len(self.engine.mounts)} mounts, {len(self.engine.filesystems)} file systems "
+        return (f"{len(self.engine.mounts)} mounts, {len(self.states)} file systems "
                 f"watched; mounts via {self.mount_source.name}; running {sources}")
 
     def _reload_quietly(self) -> None:
         with contextlib.suppress(FsmondError, OSError):
             self.reload()
-
-
-class DaemonControl:
-    """The daemon as publishers see it (fsmond.publishers.control.Control):
-    queries of the mount table and the watches, and the privileged methods."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._daemon = daemon
-        self._engine = daemon.engine
-
-    def status(self) -> dict[str, Any]:
-        return self._daemon.status()
-
-    def generation(self) -> int:
-        return self._engine.mounts.generation
-
-    def mounts(self) -> Iterable[MountEntry]:
-        return self._engine.mounts.mounts.values()
-
-    def mount_at(self, path: str) -> MountEntry | None:
-        return self._engine.mounts.at(path)
-
-    def changes_since(self, generation: int) -> tuple[int, bool, list[MountChange]]:
-        return self._engine.mounts.changes_since(generation)
-
-    def mount_points(self, device: DevNum) -> list[str]:
-        fs = self._engine.filesystems.get(device)
-        return list(fs.mount_points) if fs is not None else []
-
-    def watches(self) -> list[dict[str, Any]]:
-        out = []
-        for dev, fs in self._engine.filesystems.items():
-            w = fs.watch
-            out.append({
-                "id": fs_object_path(dev),
-                "mount_point": fs.mount_points[0] if fs.mount_points else "",
-                "fstype": fs.fstype, "device": f"{dev[0]}:{dev[1]}",
-                "classes": list(w.classes), "lower": str(w.lower), "upper": str(w.upper)})
-        return out
-
-    def add_watch(self, mount_point: str, classes: list[str], lower: str, upper: str) -> str:
-        return self._daemon.add_watch(mount_point, classes, lower, upper)
-
-    def remove_watch(self, mount_point: str) -> None:
-        self._daemon.remove_watch(mount_point)
-
-    def reload(self) -> None:
-        self._daemon.reload()
-
-
-def _check_path(mount_point: str) -> None:
-    if not mount_point.startswith("/") or "\0" in mount_point or len(mount_point) > 4096:
-        raise InvalidArgsError(
-            f"mount point {mount_point[:100]!r} must be an absolute path of at most 4096 bytes")
 
 
 def _error_history(dev: DevNum) -> ErrorHistory | None:

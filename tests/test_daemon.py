@@ -63,7 +63,7 @@ def test_ready_after_every_component_then_injected_shutdown(tmp_path: Path) -> N
         collect = Collect()
 
         def ready() -> None:
-            seen_at_ready.update(d.status())
+            seen_at_ready.update(d.control.status())
             seen_at_ready["frozen"] = gc.get_freeze_count()
             stop.set()  # stop as soon as it is ready
 

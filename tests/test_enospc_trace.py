@@ -205,7 +205,7 @@ def test_without_tracefs_get_status_says_unavailable(
     status: dict[str, object] = {}
 
     def ready() -> None:
-        status.update(d.status())
+        status.update(d.control.status())
         stop.set()
 
     d = Daemon(config, shutdown_trigger=stop.wait, ready=ready)

@@ -26,9 +26,6 @@ invariants, between inputs:
 - `_risky`: within `filesystems`: those whose FileSystem.at_risk held after
   their last observation (at_risk() asks after every batch, and a table of
   thousands of file systems must not be walked each time).
-- `_unsampled`: within `filesystems` (stale entries of removed or sampled
-  ones go at the next mount batch); the value is what FsState.visible last
-  said.
 - `_found`, `_specs`, `_added`: caches of the watch resolution, emptied when
   the watches change; `_history` holds ext4 error histories of devices not
   (yet) watched, and `_updates` what the current input changed, empty
@@ -121,9 +118,6 @@ class Engine:
         self._risky: set[DevNum] = set()
         self._owners: dict[DevNum, DevNum] = {}  # member block device -> file system
         self._updates = _Pending()
-        # File systems not sampled yet -> whether a mount point showed them at
-        # the last look (FsState.visible); few, and only until their first sample.
-        self._unsampled: dict[DevNum, bool] = {}
 
     # ------------------------------------------------------------------ input
 
@@ -318,21 +312,32 @@ class Engine:
 
     def state(self, fs: FileSystem) -> FsState:
         """A file system as publishers show it, frozen."""
-        return snapshot(fs, self.visible_mount(fs.device) is not None)
+        return snapshot(fs, self.visible_mount(fs.device))
 
-    def _note_visibility(self) -> None:
-        """A file system not sampled yet whose mount points now show it, or no
-        longer do, has a new state (whether publishers can wait for its first
-        sample), though nothing of its own changed."""
-        for dev, was in list(self._unsampled.items()):
-            fs = self.filesystems.get(dev)
-            if fs is None or fs.sampled:
-                del self._unsampled[dev]
-                continue
-            now = self.visible_mount(dev) is not None
-            if now != was:
-                self._unsampled[dev] = now
-                self._updates.fs_changed.add(dev)
+    def _note_covers(self, changes: list[MountChange]) -> None:
+        """A mount on top of another one's mount point covers it, and its
+        unmount uncovers it: the file system below is then looked at through
+        another mount point (or none) though nothing of its own changed, so it
+        has a new state (FsState.sample_path). A storm's mounts each have a
+        mount point of their own, and this costs it a lookup per change."""
+        stacks = self.mounts.stack_at
+        fss = self.filesystems
+        for c in changes:
+            points = [c.entry.mount_point]
+            if c.kind == CHANGED and c.old is not None:
+                points.append(c.old.mount_point)
+            for point in points:
+                ids = stacks(point)
+                if len(ids) > 1 or (ids and c.kind != ADDED):
+                    for mid in ids:
+                        dev = self.mounts.mounts[mid].device
+                        if dev in fss:
+                            self._updates.fs_changed.add(dev)
+
+    def mount_points(self, device: DevNum) -> list[str]:
+        """All mount points of a watched file system (its FsState has the first few)."""
+        fs = self.filesystems.get(device)
+        return list(fs.mount_points) if fs is not None else []
 
     def visible_mount(self, device: DevNum) -> MountEntry | None:
         """The mount a file system is best looked at through: its first mount
@@ -345,15 +350,6 @@ class Engine:
             if top is not None and top.device == device:
                 return top
         return None
-
-    def sample_targets(self) -> list[tuple[DevNum, str, int]]:
-        """(device, path, mount id) per watched file system for statvfs."""
-        out = []
-        for dev in self.filesystems:
-            top = self.visible_mount(dev)
-            if top is not None:
-                out.append((dev, top.mount_point, top.mount_id))
-        return out
 
     # ------------------------------------------------------------------ mounts
 
@@ -411,8 +407,7 @@ class Engine:
         events += self._refresh(affected, now)
         events += self._mount_events(others, now, own)
         self._gone_first.clear()
-        if self._unsampled:
-            self._note_visibility()
+        self._note_covers(changes)
         self.started = True
         return events
 
@@ -497,7 +492,6 @@ class Engine:
                 fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec,
                                 merge_wait=self.merge_wait)
                 self.filesystems[dev] = fs
-                self._unsampled[dev] = True  # looked at when the batch is done
                 self._updates.fs_added.add(dev)
                 self._updates.fs_removed.discard(dev)
                 fs.mount_points = points

@@ -34,6 +34,7 @@ condition holds too, since they name who failed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -179,6 +180,16 @@ class FileSystem:
         """Near enough to full that a writer may get ENOSPC: the trace is armed."""
         return self._no_space or self.level != "ok" or self.inode_level != "ok"
 
+    @property
+    def seconds_to_level(self) -> float:
+        """When the fill rate predicts the next level below (or full) is
+        reached; inf when not filling."""
+        rate = self.rate.urgent
+        if rate <= 0 or self.space is None:
+            return math.inf
+        target = self.space.next_level_below(self.available)
+        return (self.available - (target or 0)) / rate
+
     def resolved_levels(self) -> tuple[Levels, Levels | None]:
         """Levels in bytes and inodes for the current size (None: not applicable)."""
         w = self.watch
@@ -271,17 +282,6 @@ class FileSystem:
             })
             for c in t.sample(available)
         ]
-
-    def next_poll_delay(self, interval: float, minimum: float) -> float:
-        """Sooner than `interval` when the fill rate predicts a level crossing before it."""
-        rate = self.rate.urgent
-        if rate <= 0 or self.space is None:
-            return interval
-        target = self.space.next_level_below(self.available)
-        if target is None:
-            target = 0
-        seconds = (self.available - target) / rate
-        return max(minimum, min(interval, seconds / 2))
 
     def on_unresponsive(self, timeout: float) -> list[Notice]:
         if not self.responsive:

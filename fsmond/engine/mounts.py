@@ -88,6 +88,10 @@ class MountTable:
         if not ids:
             self._by_point.pop(e.mount_point, None)
 
+    def stack_at(self, mount_point: str) -> list[int]:
+        """The ids of the mounts at a path, the visible one last (do not change it)."""
+        return self._by_point.get(mount_point, [])
+
     def at(self, mount_point: str) -> MountEntry | None:
         """The mount visible at a path: the last one mounted there (it covers the others)."""
         ids = self._by_point.get(mount_point)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from fsmond.engine.filesystems import FileSystem
 from fsmond.engine.mounts import MountChange
-from fsmond.events import DevNum, Event
+from fsmond.events import DevNum, Event, MountEntry
 
 # How many mount points a state carries (best name first): what the D-Bus
 # MountPoints property shows; the mount table has them all.
@@ -41,7 +41,10 @@ class FsState(NamedTuple):
     source: str
     mount_points: tuple[str, ...]  # the first MOUNT_POINTS_SHOWN
     mount_count: int
-    visible: bool  # a mount point shows it (statvfs can sample it there)
+    # Where it is looked at (Engine.visible_mount): the first mount point that
+    # shows it, and that mount's id; "" and 0 while every mount point is covered.
+    sample_path: str
+    mount_id: int
     sampled: bool  # space and inode figures are known
     size: int
     available: int
@@ -61,18 +64,27 @@ class FsState(NamedTuple):
     lower: str
     upper: str
     at_risk: bool  # near enough to full for the ENOSPC trace to be armed
+    # When the fill rate predicts the next level is reached (seconds; inf: not
+    # filling): the sampler looks sooner as it nears.
+    seconds_to_level: float
+
+    @property
+    def visible(self) -> bool:
+        """A mount point shows it: statvfs can sample it there."""
+        return bool(self.sample_path)
 
 
-def snapshot(fs: FileSystem, visible: bool) -> FsState:
-    """A file system as publishers show it, frozen."""
+def snapshot(fs: FileSystem, top: MountEntry | None) -> FsState:
+    """A file system as publishers show it, frozen; `top`: the mount it is looked at through."""
     w = fs.watch
     return FsState(
         fs.device, fs.fstype, fs.source, tuple(fs.mount_points[:MOUNT_POINTS_SHOWN]),
-        len(fs.mount_points), visible, fs.sampled,
+        len(fs.mount_points), top.mount_point if top is not None else "",
+        top.mount_id if top is not None else 0, fs.sampled,
         fs.size, fs.available, fs.free, fs.files, fs.files_available,
         fs.percent_available, fs.level, fs.inode_level, fs.read_only, fs.responsive,
         fs.error_count, fs.last_error, fs.fill_rate, fs.seconds_to_full,
-        tuple(w.classes), str(w.lower), str(w.upper), fs.at_risk)
+        tuple(w.classes), str(w.lower), str(w.upper), fs.at_risk, fs.seconds_to_level)
 
 
 class Step(NamedTuple):

@@ -11,13 +11,16 @@ replaced, up to `max_threads` in all, so the other file systems keep their
 schedule. statvfs can hang in the kernel and a Python thread cannot be
 killed, which is why threads are the only safe way to call it.
 
-The interval per file system comes from `delay_for(device)` (the engine's
-adaptive schedule: sooner when the fill rate predicts a level crossing).
+What to sample comes from the engine's steps (`follow`), as publishers
+follow them: each FsState says where its file system is looked at
+(`sample_path`, `mount_id`; none while every mount point is covered), its
+type, and when its fill rate predicts the next level (`seconds_to_level`).
+The interval is `interval`, sooner (never below `min_interval`) as that
+prediction nears, so that a crossing is seen within a small share of the fill.
 
 statvfs is not the truth on btrfs: there the same thread replaces its
 figures with btrfs's own accounting (sources/btrfs.py), so that metadata
-running out and RAID profiles are seen; `fstype_of(device)` says which file
-systems are btrfs.
+running out and RAID profiles are seen.
 
 The path is a mount point, and its file system can be unmounted between the
 mount table and the call; statvfs then measures whatever the path shows
@@ -45,11 +48,10 @@ from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOpt
 from fsmond.sources.btrfs import BtrfsReader
 
 if TYPE_CHECKING:
+    from fsmond.engine.step import FsState, Step
     from fsmond.sources.mountapi import Check
 
 log = logging.getLogger(__name__)
-
-Targets = Callable[[], list[tuple[DevNum, str, int]]]  # device, path, the mount's id
 
 
 @dataclass(slots=True)
@@ -82,23 +84,22 @@ class SpaceSampler:
     def __init__(
         self,
         emit: Callable[[Observation], None],
-        targets: Targets,
-        delay_for: Callable[[DevNum], float],
         *,
+        interval: float = 5.0,
+        min_interval: float = 0.1,
         timeout: float = 2.0,
         workers: int = 2,
         max_threads: int = 16,
         check: Check | None = None,
         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
-        fstype_of: Callable[[DevNum], str] | None = None,
         btrfs: BtrfsReader | None = None,
     ) -> None:
-        self._fstype_of = fstype_of
         self._btrfs = btrfs or BtrfsReader()
         self._statvfs = statvfs
         self._emit = emit
-        self._targets = targets
-        self._delay_for = delay_for
+        self.interval = interval
+        self.min_interval = min_interval
+        self._targets: dict[DevNum, FsState] = {}  # the file systems a mount point shows
         self.timeout = timeout
         self._base_workers = workers
         self.max_threads = max(workers, max_threads)
@@ -121,6 +122,30 @@ class SpaceSampler:
         self._due.clear()
         self._wake.set()
 
+    def follow(self, step: Step) -> None:
+        """What to sample, from the engine's step: file systems come and go,
+        are covered or uncovered, and move closer to a level."""
+        for dev in step.removed:
+            self._targets.pop(dev, None)
+            self._due.pop(dev, None)
+        if step.removed:
+            self._btrfs.forget(set(self._targets))
+        for state in step.states:
+            if state.sample_path:
+                self._targets[state.device] = state
+            elif self._targets.pop(state.device, None) is not None:
+                self._due.pop(state.device, None)
+        if step.added or step.removed:
+            self.poke()
+
+    def delay(self, dev: DevNum) -> float:
+        """Seconds until a file system's next sample: half the predicted time
+        to its next level, between min_interval and interval."""
+        state = self._targets.get(dev)
+        if state is None:
+            return self.interval
+        return max(self.min_interval, min(self.interval, state.seconds_to_level / 2))
+
     async def run(self, started: Callable[[], None]) -> None:
         self._loop = asyncio.get_running_loop()
         for _ in range(self._base_workers):
@@ -141,13 +166,9 @@ class SpaceSampler:
 
     def _schedule(self, now: float) -> float:
         """Start due jobs, flag overdue calls; seconds until something is due."""
-        targets = {dev: (path, mnt_id) for dev, path, mnt_id in self._targets()}
-        for dev in list(self._due):
-            if dev not in targets:
-                del self._due[dev]
-        self._btrfs.forget(set(targets))
         wait = self.timeout
-        for dev, (path, mnt_id) in targets.items():
+        # A copy: what is emitted here comes back at once, through the engine, to `follow`.
+        for dev, state in list(self._targets.items()):
             flight = self._flights.get(dev)
             if flight is not None:
                 if flight.started is None:
@@ -155,7 +176,8 @@ class SpaceSampler:
                 overdue = flight.started + self.timeout - now
                 if overdue <= 0 and not flight.reported:
                     flight.reported = True
-                    log.warning("statvfs of %s has not returned in %.1fs", path, self.timeout)
+                    log.warning("statvfs of %s has not returned in %.1fs", state.sample_path,
+                                self.timeout)
                     self._emit(Unresponsive(dev, self.timeout))
                     self._replace_stuck_worker()
                 elif overdue > 0:
@@ -164,8 +186,7 @@ class SpaceSampler:
             due = self._due.setdefault(dev, now)
             if due <= now:
                 self._flights[dev] = _Flight()
-                fstype = self._fstype_of(dev) if self._fstype_of is not None else ""
-                self._jobs.put((dev, path, mnt_id, fstype))
+                self._jobs.put((dev, state.sample_path, state.mount_id, state.fstype))
             else:
                 wait = min(wait, due - now)
         return wait
@@ -230,11 +251,11 @@ class SpaceSampler:
         if isinstance(result, OSError):
             # Gone between the mount table and the call, or permission: not a hang.
             log.debug("statvfs %s: %s", path, result)
-            self._due[dev] = now + self._delay_for(dev)
+            self._due[dev] = now + self.delay(dev)
             return
         self.samples += 1
         if opts is not None:
             self._emit(SuperOptions(dev, opts))
         self._emit(result)
-        self._due[dev] = now + self._delay_for(dev)
+        self._due[dev] = now + self.delay(dev)
         self._wake.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -10,8 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fsmond.engine.core import Engine
+from fsmond.engine.step import Step
 from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
+    DevNum,
     Event,
     KernelReport,
     MountDelta,
@@ -96,23 +99,31 @@ def test_start_watches_non_ignored_file_systems_without_mount_events() -> None:
     assert names(events) == [("info", "watch-added")]
     assert events[0].fs == "/org/fsmond/FsMon1/fs/7_0" and events[0].mount_point == "/data"
     assert list(e.filesystems) == [DEV]
-    assert e.sample_targets() == [(DEV, "/data", DATA.mount_id)]
+    assert e.state(e.filesystems[DEV])[:7] == (
+        DEV, "ext4", "/dev/loop0", ("/data",), 1, "/data", DATA.mount_id)
     assert [ev.seq for ev in events] == [1]
 
 
 def test_a_covered_mount_point_is_not_sampled_through() -> None:
     """A file system mounted over /data hides DATA's file system there: its
-    statvfs would measure the other one."""
+    statvfs would measure the other one. The steps say where each file system
+    is looked at (the sampler follows them), also for the one covered or
+    uncovered, though nothing of its own changed."""
     e, _ = started()
+
+    def shown_at(step: Step) -> dict[DevNum, tuple[str, int]]:
+        return {s.device: (s.sample_path, s.mount_id) for s in step.states}
+
     over = MountEntry(31, 30, (0, 50), "/", "/data", "rw", "tmpfs", "tmpfs", "rw")
-    e.process(MountDelta(added=(over,)), 1)
-    assert (DEV, "/data", DATA.mount_id) not in e.sample_targets()
-    assert ((0, 50), "/data", 31) in e.sample_targets()
+    assert shown_at(e.process(MountDelta(added=(over,)), 1)) == {
+        DEV: ("", 0), (0, 50): ("/data", 31)}
     bind = dataclasses.replace(DATA, mount_id=32, mount_point="/srv/more")
-    e.process(MountDelta(added=(bind,)), 2)
+    step = e.process(MountDelta(added=(bind,)), 2)
     assert e.filesystems[DEV].mount_points[0] == "/data"  # its best name, covered
-    assert (DEV, "/srv/more", 32) in e.sample_targets()  # visible there
+    assert shown_at(step) == {DEV: ("/srv/more", 32)}  # visible there
     assert e.visible_mount(DEV) == bind
+    step = e.process(MountDelta(removed=(31,)), 3)
+    assert shown_at(step) == {DEV: ("/data", DATA.mount_id)}
 
 
 def test_thresholds_both_ways_with_details() -> None:
@@ -311,10 +322,10 @@ def test_fill_rate_and_adaptive_poll_delay() -> None:
     e.process(sample(50), 0.0)
     e.process(sample(40), 1.0)
     assert fs.fill_rate > 0 and fs.seconds_to_full > 0
-    assert fs.next_poll_delay(5.0, 0.1) < 5.0
+    assert 0 < fs.seconds_to_level < 10  # 10%/s: a level within 40% of GIB
     e.process(sample(40), 2.0)
     e.process(sample(40), 30.0)
-    assert fs.next_poll_delay(5.0, 0.1) == 5.0
+    assert fs.seconds_to_level == math.inf
 
 
 def test_btrfs_metadata_running_out_is_no_space_with_the_resource() -> None:

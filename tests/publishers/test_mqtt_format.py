@@ -32,21 +32,21 @@ def test_event_and_state_payloads_are_json() -> None:
     assert json.loads(event_payload(e))["details"] == {"count": 2}
     fs = FileSystem((8, 1), "ext4", "/dev/sda1", "rw", Watch(), mount_points=["/srv"],
                     size=100, available=4, error_count=1, sampled_at=1.0)
-    state = json.loads(state_payload(snapshot(fs, True), ["/srv"]))
+    state = json.loads(state_payload(snapshot(fs, None), ["/srv"]))
     assert state["percent_available"] == 4.0 and state["error_count"] == 1
     assert state["mount_points"] == ["/srv"] and state["read_only"] is False
 
 
 def test_a_file_system_not_sampled_is_unknown_not_zero_and_used_is_df_s() -> None:
     fs = FileSystem((8, 1), "ext4", "/dev/sda1", "rw", Watch(), mount_points=["/srv"])
-    state = json.loads(state_payload(snapshot(fs, True), ["/srv"]))
+    state = json.loads(state_payload(snapshot(fs, None), ["/srv"]))
     for key in ("size", "available", "free", "used", "percent_used", "files",
                 "files_available", "percent_available", "low_space"):
         assert state[key] is None, key
     assert state["sampled"] is False
     # 100 bytes, 50 free of which 20 reserved: df says 50 used, 50 / (50 + 30) = 62.5 %
     fs.size, fs.free, fs.available, fs.sampled_at = 100, 50, 30, 1.0
-    state = json.loads(state_payload(snapshot(fs, True), ["/srv"]))
+    state = json.loads(state_payload(snapshot(fs, None), ["/srv"]))
     assert (state["used"], state["percent_used"], state["low_space"]) == (50, 62.5, False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import subprocess
 import threading
@@ -19,10 +20,38 @@ from pathlib import Path
 
 import pytest
 
-from fsmond.events import Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
+from fsmond.engine.step import FsState, Step
+from fsmond.events import DevNum, Observation, Responsive, SpaceSample, SuperOptions, Unresponsive
 from fsmond.sources.mountapi import Check, file_system_at, shows_device, shows_mount
 from fsmond.sources.space import SpaceSampler, sample_path
 from tests.running import dev_of, mount_id_of, tmpfs
+
+BLANK = FsState((0, 0), "", "", (), 0, "", 0, False, 0, 0, 0, 0, 0, 0.0, "ok", "ok", False,
+                True, 0, "", 0.0, -1.0, (), "", "", False, math.inf)
+
+
+def shown(*targets: tuple[DevNum, str, int], seconds_to_level: float = math.inf) -> Step:
+    """A step that adds file systems shown at these (device, path, mount id)."""
+    states = tuple(BLANK._replace(device=d, sample_path=p, mount_id=m, mount_points=(p,),
+                                  seconds_to_level=seconds_to_level) for d, p, m in targets)
+    return Step(states=states, added=frozenset(s.device for s in states))
+
+
+def test_the_sampler_follows_steps_and_looks_sooner_as_a_level_nears() -> None:
+    s = SpaceSampler(lambda o: None, interval=5.0, min_interval=0.1)
+    s.follow(shown(((0, 1), "/a", 1), ((0, 2), "/b", 2)))
+    assert s.delay((0, 1)) == 5.0  # not filling
+    s.follow(Step(states=(BLANK._replace(device=(0, 1), sample_path="/a", seconds_to_level=4),)))
+    assert s.delay((0, 1)) == 2.0  # half the predicted time
+    s.follow(Step(states=(BLANK._replace(device=(0, 1), sample_path="/a", seconds_to_level=0),)))
+    assert s.delay((0, 1)) == 0.1
+    # Covered (no mount point shows it) and removed: neither is sampled.
+    s.follow(Step(states=(BLANK._replace(device=(0, 1)),), removed=frozenset({(0, 2)})))
+    s._schedule(0.0)
+    assert s._jobs.empty()
+    s.follow(shown(((0, 1), "/a2", 7)))
+    s._schedule(0.0)
+    assert s._jobs.get_nowait() == ((0, 1), "/a2", 7, "") and s._jobs.empty()
 
 
 def test_sample_path_matches_statvfs() -> None:
@@ -49,9 +78,9 @@ def test_a_hung_file_system_never_delays_the_others() -> None:
     targets = [((0, 1), "/", 1), ((0, 2), "/proc", 2), ((0, 3), "/tmp", 3)]
 
     async def main() -> SpaceSampler:
-        s = SpaceSampler(lambda o: got.append((time.monotonic(), o)), lambda: targets,
-                         lambda dev: 0.05, timeout=0.2, workers=1, max_threads=4,
-                         statvfs=statvfs)
+        s = SpaceSampler(lambda o: got.append((time.monotonic(), o)), interval=0.05,
+                         timeout=0.2, workers=1, max_threads=4, statvfs=statvfs)
+        s.follow(shown(*targets))
         task = asyncio.create_task(s.run(lambda: None))
         await asyncio.sleep(1.5)
         assert s.threads <= 3  # the base worker, the stuck one, at most one spare
@@ -79,7 +108,7 @@ def test_a_cancel_that_comes_with_a_wake_up_still_stops_the_sampler() -> None:
     be poking the sampler: neither may be lost (asyncio.wait_for loses it on 3.11)."""
 
     async def main() -> bool:
-        s = SpaceSampler(lambda o: None, lambda: [], lambda dev: 60.0)
+        s = SpaceSampler(lambda o: None, interval=60.0)
         task = asyncio.create_task(s.run(lambda: None))
         await asyncio.sleep(0.05)  # waiting for its next wake-up
         s.poke()
@@ -118,8 +147,8 @@ def test_a_file_system_unmounted_under_the_call_is_not_sampled(tmp_path: Path,
 
     async def main() -> None:
         two_calls.append((asyncio.get_running_loop(), asyncio.Event()))
-        s = SpaceSampler(got.append, lambda: [(dev, str(t), mnt_id)], lambda d: 0.05,
-                         check=check, statvfs=statvfs)
+        s = SpaceSampler(got.append, interval=0.05, check=check, statvfs=statvfs)
+        s.follow(shown((dev, str(t), mnt_id)))
         task = asyncio.create_task(s.run(lambda: None))
         await asyncio.wait_for(two_calls[-1][1].wait(), 10)
         await asyncio.sleep(0.1)
