@@ -19,7 +19,7 @@ from fsmond.daemon import Daemon, _fs_check
 from fsmond.engine.step import Step
 from fsmond.events import Event
 from fsmond.sources import mountapi
-from tests.running import loop_ext4, tmpfs
+from tests.running import dev_of, loop_ext4, run, tmpfs
 
 pytestmark = [pytest.mark.root]
 
@@ -206,3 +206,38 @@ def test_without_statmount_another_namespace_s_mount_ids_are_not_compared(
         other.wait()
     monkeypatch.undo()
     assert _fs_check(ns) is mountapi.shows_device  # statmount works in any namespace
+
+
+def test_a_file_system_whose_mount_point_is_covered_is_sampled_where_it_still_shows(
+        tmp_path: Path) -> None:
+    """A tmpfs at `a`, bound at `u` too; another tmpfs is mounted over `a`.
+    The first one is then sampled through `u` (the sampler learns it from the
+    engine's steps, though nothing of that file system changed), so filling
+    it through `u` is seen."""
+    u = tmp_path / "u"
+    u.mkdir()
+    with tmpfs(tmp_path / "a", "size=4m") as a:
+        run("mount", "--bind", str(a), str(u))
+        fs_path = "/org/fsmond/FsMon1/fs/" + dev_of(a).replace(":", "_")
+        config = parse_config(
+            f'[daemon]\nudev = false\npoll_interval = 0.5\n'
+            f'[[watch]]\npath = "{a}"\nlower = "2MiB"\nupper = "1KiB"\n')
+        collect = Collect()
+
+        async def cover_then_fill() -> None:
+            await asyncio.to_thread(run, "mount", "-t", "tmpfs", "-o", "size=8m", "over", str(a))
+            await collect.until(lambda events: sum(e.name == "watch-added" for e in events) == 2)
+            await asyncio.sleep(1.0)  # a poll or two while it is covered
+            (u / "fill").write_bytes(b"x" * (3 << 20))
+            await collect.until(lambda events: any(
+                e.name == "threshold" and e.fs == fs_path for e in events))
+
+        d = Daemon(config, publishers=[collect], shutdown_trigger=cover_then_fill)
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()
+            subprocess.run(["umount", "-l", str(a)], check=False)  # the one over it
+            subprocess.run(["umount", "-l", str(u)], check=False)
+    (reached,) = [e for e in collect.events if e.name == "threshold"]
+    assert reached.details["level"] == "lower"
