@@ -15,7 +15,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from fsmond.engine.core import Engine, Policy
+from fsmond.engine.core import Engine
+from fsmond.engine.watches import Policy
 from fsmond.events import (
     DeviceChange,
     ErrorHistory,

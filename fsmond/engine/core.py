@@ -16,18 +16,16 @@ usually that device, but btrfs sits on an anonymous 0:NN superblock over its
 member devices. `Members` observations say which devices a file system lives
 on.
 
-The indexes kept beside `filesystems` (device -> FileSystem) and their
-invariants, between inputs:
-- `_by_device`: device -> the sorted keys of its mounts in `mounts`, for
-  every device with a mount; a device with none has no entry.
+The mount table, each device's mounts and watch are kept by `index`
+(engine/mount_index.py). The indexes kept beside `filesystems` (device ->
+FileSystem) and their invariants, between inputs:
 - `_owners`: member block device -> file system; every value is a key of
   `filesystems`, and `_owners[m] == d` exactly when
   `m in filesystems[d].members`.
 - `_risky`: within `filesystems`: those whose FileSystem.at_risk held after
   their last observation (at_risk() asks after every batch, and a table of
   thousands of file systems must not be walked each time).
-- `_found`, `_specs`, `_added`: caches of the watch resolution, emptied when
-  the watches change; `_history` holds ext4 error histories of devices not
+- `_history` holds ext4 error histories of devices not
   (yet) watched, and `_updates` what the current input changed, empty
   between inputs.
 """
@@ -36,14 +34,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from fsmond.engine.enospc import EDQUOT, Folded, Folds, attribute
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
-from fsmond.engine.globs import is_glob, path_matches
-from fsmond.engine.mount_keys import MountKey, MountPoints, contains, discard, insert, mount_key
-from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange, MountTable
+from fsmond.engine.globs import is_glob
+from fsmond.engine.mount_index import MountIndex
+from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
 from fsmond.engine.step import FsState, Step, snapshot
+from fsmond.engine.watches import Policy
 from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
     CLASSES,
@@ -67,13 +66,6 @@ from fsmond.events import (
 )
 
 
-class Policy(Protocol):
-    """What the engine asks of the configuration."""
-
-    def watch_for(self, mount_point: str) -> WatchSpec | None: ...
-    def ignored_fstype(self, fstype: str) -> bool: ...
-
-
 @dataclass
 class _Pending:
     """What the current input has changed so far (becomes its Step)."""
@@ -86,15 +78,11 @@ class _Pending:
 
 class Engine:
     def __init__(self, policy: Policy, log_size: int = 4096, merge_wait: float = 0.0) -> None:
-        self.policy = policy
+        self.index = MountIndex(policy, log_size)
+        self.mounts = self.index.table
+        self.watches = self.index.watches
         self.merge_wait = merge_wait  # see FileSystem.merge_wait
-        self.mounts = MountTable(log_size)
         self.filesystems: dict[DevNum, FileSystem] = {}
-        self.runtime_watches: dict[str, WatchSpec | None] = {}  # None: removed at run time
-        self.runtime_globs: dict[str, WatchSpec] = {}  # AddWatch with a glob, in call order
-        self._specs: dict[str, WatchSpec | None] = {}  # mount point -> resolved watch
-        self._found: dict[DevNum, MountKey | None] = {}  # the key that named a device's watch
-        self._added: dict[DevNum, list[MountKey]] = {}  # keys added since the last _resolve
         self.seq = 0
         # `now` in every call is the caller's clock for durations (fill rates,
         # error windows); an event's time is now + wall_offset. The daemon runs
@@ -103,13 +91,6 @@ class Engine:
         # bends a fill rate, and sets wall_offset to the wall clock's lead.
         self.wall_offset = 0.0
         self.started = False
-        # Per device, the sort keys of its mounts, kept sorted as they change: a
-        # storm of bind mounts of one file system must not re-sort thousands
-        # of mounts for every batch.
-        self._by_device: dict[DevNum, list[MountKey]] = {}
-        # A device's first mount point when this batch unmounted it: what its
-        # watch-removed names once the mount points are gone.
-        self._gone_first: dict[DevNum, str] = {}
         self._history: dict[DevNum, ErrorHistory] = {}
         self._unowned = Folds()  # traced failures no watched file system owns
         # Devices whose FileSystem.at_risk holds, kept as their state changes:
@@ -207,9 +188,8 @@ class Engine:
 
     def set_policy(self, policy: Policy, now: float) -> Step:
         """A reloaded configuration: re-resolve every file system's watch."""
-        self.policy = policy
-        self._forget_watches()
-        return self._step(self._refresh(list(self._by_device), now))
+        self.watches.set_policy(policy)
+        return self._step(self._refresh(self.index.devices(), now))
 
     def add_watch(self, mount_point: str, spec: WatchSpec, now: float) -> Step:
         """A run-time watch on a mount point, or on a glob as a [[watch]] path
@@ -217,14 +197,12 @@ class Engine:
         nothing is mounted there, the file system is of an ignored type, or
         its levels do not fit the file system as last sampled."""
         if is_glob(mount_point):
-            self.runtime_globs.pop(mount_point, None)
-            self.runtime_globs[mount_point] = spec
-            self._forget_watches()
-            return self._step(self._refresh(list(self._by_device), now))
+            self.watches.add(mount_point, spec)
+            return self._step(self._refresh(self.index.devices(), now))
         entry = self.mounts.at(mount_point)
         if entry is None:
             raise NotFoundError(f"nothing is mounted at {mount_point!r}")
-        if self.policy.ignored_fstype(entry.fstype):
+        if self.watches.policy.ignored_fstype(entry.fstype):
             raise InvalidArgsError(
                 f"{mount_point} is a {entry.fstype} file system, which fsmond ignores "
                 "(a pseudo or read-only media file system; [defaults] include_fstypes "
@@ -238,64 +216,17 @@ class Engine:
                     f'AddWatch: watch.lower = "{spec.lower}": {lower} bytes on {mount_point} '
                     f"(a bare number is blocks of {fs.block_size} bytes) must leave more "
                     f'room than watch.upper = "{spec.upper}" ({upper} bytes)')
-        self.runtime_watches[mount_point] = spec
-        self._forget_watches()
+        self.watches.add(mount_point, spec)
         return self._step(self._refresh([entry.device], now))
 
     def remove_watch(self, mount_point: str, now: float) -> Step:
-        if mount_point in self.runtime_globs:
-            del self.runtime_globs[mount_point]
-            self._forget_watches()
-            return self._step(self._refresh(list(self._by_device), now))
+        if self.watches.remove_glob(mount_point):
+            return self._step(self._refresh(self.index.devices(), now))
         entry = self.mounts.at(mount_point)
         if entry is None or entry.device not in self.filesystems:
             raise NotFoundError(f"no watch covers {mount_point!r}")
-        for point in self.filesystems[entry.device].mount_points:
-            self.runtime_watches[point] = None
-        self._forget_watches()
+        self.watches.remove(list(self.filesystems[entry.device].mount_points))
         return self._step(self._refresh([entry.device], now))
-
-    def _resolve(self, dev: DevNum, keys: list[MountKey],
-                 added: list[MountKey]) -> WatchSpec | None:
-        """The watch of a file system: that of its first mount point (in key
-        order) that has one. Remembers which one it was, so a storm of new
-        mounts is checked by its new mount points only, not all of them."""
-        if dev in self._found:
-            found = self._found[dev]
-            for k in sorted(k for k in added if found is None or k < found):
-                if contains(keys, k) and (spec := self._watch_for(k[2])) is not None:
-                    self._found[dev] = k
-                    return spec
-            return self._watch_for(found[2]) if found is not None else None
-        for k in keys:
-            if (spec := self._watch_for(k[2])) is not None:
-                self._found[dev] = k
-                return spec
-        self._found[dev] = None
-        return None
-
-    def _forget_watches(self) -> None:
-        self._specs.clear()
-        self._found.clear()
-
-    def _watch_for(self, mount_point: str) -> WatchSpec | None:
-        # Cached: a storm re-resolves a file system with thousands of mount
-        # points per batch, and glob matching each of them every time adds up.
-        try:
-            return self._specs[mount_point]
-        except KeyError:
-            pass
-        if mount_point in self.runtime_watches:
-            spec = self.runtime_watches[mount_point]
-        else:
-            spec = next((s for pattern, s in reversed(self.runtime_globs.items())
-                         if path_matches(mount_point, pattern)), None)
-            if spec is None:
-                spec = self.policy.watch_for(mount_point)
-        if len(self._specs) > 100_000:
-            self._specs.clear()  # bounded: mount points come and go
-        self._specs[mount_point] = spec
-        return spec
 
     # ----------------------------------------------------------------- queries
 
@@ -312,102 +243,29 @@ class Engine:
 
     def state(self, fs: FileSystem) -> FsState:
         """A file system as publishers show it, frozen."""
-        return snapshot(fs, self.visible_mount(fs.device))
-
-    def _note_covers(self, changes: list[MountChange]) -> None:
-        """A mount on top of another one's mount point covers it, and its
-        unmount uncovers it: the file system below is then looked at through
-        another mount point (or none) though nothing of its own changed, so it
-        has a new state (FsState.sample_path). A storm's mounts each have a
-        mount point of their own, and this costs it a lookup per change."""
-        stacks = self.mounts.stack_at
-        fss = self.filesystems
-        for c in changes:
-            points = [c.entry.mount_point]
-            if c.kind == CHANGED and c.old is not None:
-                points.append(c.old.mount_point)
-            for point in points:
-                ids = stacks(point)
-                if len(ids) > 1 or (ids and c.kind != ADDED):
-                    for mid in ids:
-                        dev = self.mounts.mounts[mid].device
-                        if dev in fss:
-                            self._updates.fs_changed.add(dev)
+        return snapshot(fs, self.index.visible_mount(fs.device))
 
     def mount_points(self, device: DevNum) -> list[str]:
         """All mount points of a watched file system (its FsState has the first few)."""
         fs = self.filesystems.get(device)
         return list(fs.mount_points) if fs is not None else []
 
-    def visible_mount(self, device: DevNum) -> MountEntry | None:
-        """The mount a file system is best looked at through: its first mount
-        point that shows it, not one another mount covers (statvfs there would
-        measure the other one). Never an autofs trigger: autofs is always
-        ignored, so it never becomes a FileSystem."""
-        fs = self.filesystems.get(device)
-        for point in fs.mount_points if fs is not None else ():  # nearly always the first
-            top = self.mounts.at(point)
-            if top is not None and top.device == device:
-                return top
-        return None
-
     # ------------------------------------------------------------------ mounts
 
     def _on_mounts(self, obs: MountSnapshot | MountDelta, now: float) -> list[Event]:
-        if isinstance(obs, MountSnapshot):
-            changes = self.mounts.apply_snapshot(obs)
-        else:
-            changes = self.mounts.apply_delta(obs)
-        gone: dict[DevNum, list[MountKey]] = {}  # removed, until the device's next insertion
-        for c in changes:
-            dev = c.entry.device
-            keys = self._by_device.setdefault(dev, [])
-            if c.kind != ADDED:
-                old = mount_key(c.old if c.old is not None else c.entry)
-                if keys and keys[0] == old:
-                    self._gone_first.setdefault(dev, old[2])
-                gone.setdefault(dev, []).append(old)
-                if self._found.get(dev) == old:
-                    del self._found[dev]  # what named the watch is gone: search again
-            if c.kind != REMOVED:
-                if dev in gone:
-                    discard(keys, gone.pop(dev))
-                new = mount_key(c.entry)
-                insert(keys, new)
-                self._added.setdefault(dev, []).append(new)
-        for dev, old_keys in gone.items():
-            discard(self._by_device[dev], old_keys)
+        batch = self.index.apply(obs)
+        changes = batch.changes
         self._updates.mount_changes += changes
-        events: list[Event] = []
-        affected = list(dict.fromkeys(c.entry.device for c in changes))
         removed = [c for c in changes if c.kind == REMOVED]
         others = [c for c in changes if c.kind != REMOVED]
-        # The file system's own mount events: the first mount of a device that
-        # had none before this step, the last unmount of one left with none.
-        net: dict[DevNum, int] = {}
-        for c in changes:
-            if c.kind != CHANGED:
-                dev = c.entry.device
-                net[dev] = net.get(dev, 0) + (1 if c.kind == ADDED else -1)
-        own: set[int] = set()  # ids of those MountChanges
-        for c in reversed(removed):
-            dev = c.entry.device
-            if not self._by_device.get(dev) and dev in net:
-                own.add(id(c))
-                del net[dev]
-        seen: set[DevNum] = set()
-        for c in others:
-            dev = c.entry.device
-            if c.kind == ADDED and dev not in seen:
-                seen.add(dev)
-                if len(self._by_device.get(dev, ())) == max(0, net.get(dev, 0)):
-                    own.add(id(c))
         # Unmounts are reported while their file system still exists.
-        events += self._mount_events(removed, now, own)
-        events += self._refresh(affected, now)
-        events += self._mount_events(others, now, own)
-        self._gone_first.clear()
-        self._note_covers(changes)
+        events = self._mount_events(removed, now, batch.own)
+        events += self._refresh(batch.devices, now, batch.gone_first)
+        events += self._mount_events(others, now, batch.own)
+        # Covered or uncovered: looked at elsewhere now (FsState.sample_path),
+        # though nothing of their own changed.
+        fss = self.filesystems
+        self._updates.fs_changed.update(d for d in self.index.covered(changes) if d in fss)
         self.started = True
         return events
 
@@ -460,34 +318,27 @@ class Engine:
                 "old_mount_point": old.mount_point, "mount_id": new.mount_id}))
         return self._number(fs, notices, now, new.mount_point)
 
-    def _refresh(self, devices: Iterable[DevNum], now: float) -> list[Event]:
-        """Bring FileSystem objects in line with the mounts and watches of these devices."""
+    def _refresh(self, devices: Iterable[DevNum], now: float,
+                 gone_first: dict[DevNum, str] | None = None) -> list[Event]:
+        """Bring FileSystem objects in line with the mounts and watches of these
+        devices; `gone_first`: first mount points this batch unmounted."""
         out: list[Event] = []
         for dev in devices:
-            keys = self._by_device.get(dev, [])
-            top = self.mounts.mounts[keys[0][3]] if keys else None
             fs = self.filesystems.get(dev)
-            spec = None
-            added = self._added.pop(dev, [])
-            if top is not None and not self.policy.ignored_fstype(top.fstype):
-                spec = self._resolve(dev, keys, added)
-            if spec is None:
+            found = self.index.watch_of(dev)
+            if found is None:
                 if fs is not None:
                     out += self._number(fs, [self._watch_notice("watch-removed", fs)], now,
                                         fs.mount_points[0] if fs.mount_points
-                                        else self._gone_first.get(dev, ""))
+                                        else (gone_first or {}).get(dev, ""))
                     self._set_members(fs, ())
                     del self.filesystems[dev]
                     self._risky.discard(dev)
                     self._updates.fs_removed.add(dev)
                     self._updates.fs_added.discard(dev)
-                if not keys:
-                    self._by_device.pop(dev, None)
-                    self._found.pop(dev, None)
-                    self._added.pop(dev, None)
                 continue
-            assert top is not None
-            points = MountPoints(keys)
+            top, spec = found
+            points = self.index.mount_points(dev)
             if fs is None:
                 fs = FileSystem(dev, top.fstype, top.source, top.super_options, spec,
                                 merge_wait=self.merge_wait)
@@ -582,7 +433,7 @@ class Engine:
     def _device_of_mount(self, mount_id: int) -> DevNum | None:
         """A mount's file system, or None for one that cannot run out of space."""
         entry = self.mounts.mounts.get(mount_id)
-        if entry is None or self.policy.ignored_fstype(entry.fstype):
+        if entry is None or self.watches.policy.ignored_fstype(entry.fstype):
             return None
         return entry.device
 

@@ -41,7 +41,7 @@ class FsState(NamedTuple):
     source: str
     mount_points: tuple[str, ...]  # the first MOUNT_POINTS_SHOWN
     mount_count: int
-    # Where it is looked at (Engine.visible_mount): the first mount point that
+    # Where it is looked at (MountIndex.visible_mount): the first mount point that
     # shows it, and that mount's id; "" and 0 while every mount point is covered.
     sample_path: str
     mount_id: int

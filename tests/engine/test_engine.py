@@ -121,7 +121,7 @@ def test_a_covered_mount_point_is_not_sampled_through() -> None:
     step = e.process(MountDelta(added=(bind,)), 2)
     assert e.filesystems[DEV].mount_points[0] == "/data"  # its best name, covered
     assert shown_at(step) == {DEV: ("/srv/more", 32)}  # visible there
-    assert e.visible_mount(DEV) == bind
+    assert e.index.visible_mount(DEV) == bind
     step = e.process(MountDelta(removed=(31,)), 3)
     assert shown_at(step) == {DEV: ("/data", DATA.mount_id)}
 
@@ -296,7 +296,7 @@ def test_a_run_time_watch_is_refused_before_anything_changes() -> None:
     # 15 blocks of 4 KiB leave less room than 5% of 1 GiB: the RFC's rule, told at the call
     with pytest.raises(InvalidArgsError, match=r'watch\.lower = "15".* blocks of 4096 bytes'):
         e.add_watch("/data", Watch(lower=Blocks(15)), 2)
-    assert e.runtime_watches == {} and e.filesystems[DEV].watch == Watch()
+    assert e.watches.runtime == {} and e.filesystems[DEV].watch == Watch()
 
 
 def test_a_changed_run_time_watch_says_so_and_a_glob_watches_what_it_matches() -> None:
