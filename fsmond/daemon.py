@@ -31,9 +31,10 @@ from fsmond.engine.core import Engine
 from fsmond.engine.filesystems import MERGE_WAIT, WatchSpec
 from fsmond.engine.step import FsState, Step
 from fsmond.errors import FsmondError
-from fsmond.events import DeviceChange, DevNum, ErrorHistory, KernelReport, Members, Observation
+from fsmond.events import DeviceChange, DevNum, ErrorHistory, KernelReport, Observation
 from fsmond.lifecycle import Announcer, Component, Publisher, cancel_all, wait_for_signals
 from fsmond.sdnotify import Notifier
+from fsmond.sources.members import BtrfsMembers
 from fsmond.sources.mounttable import make_mount_source
 from fsmond.sources.space import SpaceSampler
 from fsmond.sources.udev import UdevSource
@@ -90,13 +91,12 @@ class Daemon:
         self.kmsg: Any = None
         self.enospc: Any = None  # the ENOSPC trace, armed while a file system is at risk
         # The watched file systems as the steps said last: what their error
-        # watches and member lists are started from.
+        # watches are started from, and what status counts.
         self.states: dict[DevNum, FsState] = {}  # read only
-        self._fsids: dict[DevNum, str] = {}  # btrfs file system -> its UUID (sysfs name)
         # File systems at risk (FsState.at_risk), from the steps: the trace is
         # armed while there is one.
         self._at_risk: set[DevNum] = set()
-        self._strangers: set[DevNum] = set()  # devices of no file system, as of the last look
+        self.members = BtrfsMembers(self.emit, self.engine.owner_of)
         self.mount_source = make_mount_source(
             config.daemon.mount_backend, self.emit, config.daemon.mount_namespace)
         self.control = DaemonControl(self)
@@ -110,7 +110,7 @@ class Daemon:
             loop.call_soon_threadsafe(self.emit, obs)
             return
         if isinstance(obs, KernelReport | DeviceChange) and obs.device is not None:
-            self._look_for_members(obs.device)
+            self.members.look_for(obs.device)
         now = self._now()
         if self.tracer is not None:
             self.tracer.write(obs, now + self.engine.wall_offset)  # replayed on wall time
@@ -160,9 +160,9 @@ class Daemon:
         step, as publishers do. The error watches come last: an ext4 error
         history they find is an input of its own, delivered in its own step."""
         self.sampler.follow(step)
+        self.members.follow(step)
         for dev in step.removed:
             self.states.pop(dev, None)
-            self._fsids.pop(dev, None)
             self._at_risk.discard(dev)
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
@@ -177,47 +177,8 @@ class Daemon:
         for dev in step.added:
             self._start_error_watch(self.states[dev])
 
-    def _look_for_members(self, device: DevNum) -> None:
-        """A report names a device no file system owns: a device added to a
-        btrfs since its members were read? sysfs says (cheap, never hangs);
-        once per device until the file systems change."""
-        if device in self._strangers or self.engine.owner_of(device) is not None:
-            return
-        from fsmond.sources.members import btrfs_members
-
-        for dev, fsid in self._fsids.items():
-            members = btrfs_members(fsid)
-            if device in members:
-                self.emit(Members(dev, members))
-                return
-        self._strangers.add(device)
-
-    def _read_members(self, dev: DevNum, path: str) -> None:
-        """In a worker thread: a btrfs' UUID (an ioctl on its mount point) and members."""
-        from fsmond.sources.members import btrfs_fsid, btrfs_members
-
-        try:
-            fsid = btrfs_fsid(path)
-        except OSError as e:
-            # Its kernel messages name member devices: they will reach no object.
-            log.warning("cannot tell the devices of the btrfs at %s: %s", path, e)
-            return
-        members = btrfs_members(fsid)
-        if self._loop is None:
-            return
-
-        def done() -> None:
-            if dev in self.states:
-                self._fsids[dev] = fsid
-                self._strangers.clear()
-                self.emit(Members(dev, members))
-
-        self._loop.call_soon_threadsafe(done)
-
     def _start_error_watch(self, fs: FsState) -> None:
         dev, path = fs.device, fs.sample_path
-        if fs.fstype == "btrfs" and path and self._loop is not None:
-            self._loop.run_in_executor(None, self._read_members, dev, path)
         if self.fserror is not None and path:
             self.fserror.watch(dev, path, fs.mount_id)
         if fs.fstype in ("ext4", "ext3", "ext2"):
