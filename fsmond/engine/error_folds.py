@@ -1,10 +1,10 @@
 """Kernel error reports of one file system, folded into `error` events. Pure.
 
 How it works. A failing disk or a corrupt tree read in a loop reports an
-error for every access, and one event each would bury the first, which is
-the one that matters and must not wait. So the first report of a window is
-published at once; later ones within FOLD_WINDOW only add to a count that
-`flush` publishes when the window ends.
+error for every access: one event each would flood every subscriber, yet
+the first error must not wait, as it is the news. So the first report of a
+window is published at once; later ones within FOLD_WINDOW only add to a
+count that `flush` publishes when the window ends.
 
 kmsg and fanotify usually both report one ext4 error: a window counts per
 source and owes the larger of the counts, so one error is one event, not
@@ -23,8 +23,7 @@ the text, to make one event of the two.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fsmond.events import KernelReport, record
@@ -112,7 +111,7 @@ class ErrorFolds:
             return []
         # NB: this one names only its report's source, not every source of the
         # window as docs/dbus.md says; a behaviour kept, not chosen.
-        return [dataclasses.replace(w.take(), sources=(w.last.source,))]
+        return [replace(w.take(), sources=(w.last.source,))]
 
     def deadline(self) -> float | None:
         w = self._window

@@ -8,7 +8,7 @@ Duplicate suppression lives here as plain booleans: `no-space`,
 `no-inodes`, `read-only` and `unresponsive` fire when their condition starts
 and are re-armed only when it ends. Kernel errors are folded per second, and
 kmsg's and fanotify's views of one error merged (engine/error_folds.py);
-`error_count` and `last_error` say what the folds published.
+`error_count` and `last_error` grow with what the folds publish.
 
 The superblock turning `ro` as the sampler sees it can be a forced read-only
 (the kernel does it; no mount event follows) or an admin's remount (the
