@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from fsmond.engine.filesystems import FOLD_WINDOW, RO_GRACE
+from fsmond.engine.error_folds import FOLD_WINDOW
+from fsmond.engine.filesystems import RO_GRACE
 from tests.kernel import require_filesystem, require_mount_api
 from tests.loopfs import (
     break_btrfs,

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fsmond.config import parse_config
-from fsmond.engine.filesystems import MERGE_WAIT
+from fsmond.engine.error_folds import MERGE_WAIT
 from fsmond.events import Observation
 from fsmond.sources.kmsg import KmsgSource
 from fsmond.trace import replay

@@ -1,4 +1,4 @@
-"""Per-file-system state: space, inodes, read-only, errors; dedup and folding.
+"""Per-file-system state: space, inodes, read-only, errors; dedup.
 
 How it works: one `FileSystem` per superblock (device number) that is
 watched. Each `on_*` method takes one observation and the time, updates the
@@ -6,16 +6,9 @@ state and returns `Notice`s, the events it causes before they get a sequence
 number (the engine adds seq, time and the file system's identity).
 Duplicate suppression lives here as plain booleans: `no-space`,
 `no-inodes`, `read-only` and `unresponsive` fire when their condition starts
-and are re-armed only when it ends. Kernel errors are folded per second: the
-first report of a window goes out at once (latency matters), later ones in
-that window only add to a count that `flush` publishes when the window ends.
-kmsg and fanotify usually both report one ext4 error; in a window the count
-is the larger of the two sources' counts, so one error is one event. A
-report that `follows` another (jbd2 aborting the journal because of the ext4
-error just reported) adds nothing while that error's window is open. What an
-event says (text, errno, function) is one kernel report's: a later line
-replaces an earlier one whole; only a textless report (fanotify's errno and
-count of the same errors) fills in what a line lacks.
+and are re-armed only when it ends. Kernel errors are folded per second, and
+kmsg's and fanotify's views of one error merged (engine/error_folds.py);
+`error_count` and `last_error` grow with what the folds publish.
 
 The superblock turning `ro` as the sampler sees it can be a forced read-only
 (the kernel does it; no mount event follows) or an admin's remount (the
@@ -40,13 +33,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fsmond.engine.enospc import EDQUOT, PATH_CALLS, Folded, Folds
+from fsmond.engine.error_folds import MERGE_WAIT as MERGE_WAIT  # daemon.py takes it from here
+from fsmond.engine.error_folds import ErrorFolds, FoldedError
 from fsmond.engine.fillrate import FillRate, seconds_to_full
 from fsmond.engine.thresholds import Levels, Threshold
 from fsmond.errors import TransitionError
 from fsmond.events import DevNum, KernelReport, SpaceSample, WriteFailure, record
 
-FOLD_WINDOW = 1.0  # seconds: a kernel error storm becomes one event per this
-MERGE_WAIT = 0.05  # seconds a fanotify error waits for kmsg's text of the same error
 # Longer than a mount backend may take to report a remount: at once outside
 # a mount storm, but the fanotify backend's sweep waits up to 5 s for a storm
 # to end. A forced read-only is known sooner from kmsg, where there is kmsg.
@@ -84,20 +77,6 @@ class Notice:
     source: str = ""  # overrides the file system's source, when the event has its own
     pid: int = 0
     comm: str = ""
-
-
-@dataclass(slots=True)
-class _ErrorWindow:
-    start: float
-    emitted: int  # errors already published from this window
-    by_source: dict[str, int]
-    last: KernelReport
-    hold_until: float | None = None  # a report without text, waiting for kmsg's
-    textless: KernelReport | None = None  # fanotify's view of this window's errors
-
-    @property
-    def total(self) -> int:
-        return max(self.by_source.values())
 
 
 def _has_flag(options: str, flag: str) -> bool:
@@ -141,7 +120,7 @@ class FileSystem:
     merge_wait: float = 0.0  # seconds to hold a textless error for kmsg (0: kmsg is off)
     members: tuple[DevNum, ...] = ()  # block devices it lives on, when not its own number
     pending_ro: tuple[float, str] | None = None  # (until, super options): see RO_GRACE
-    _window: _ErrorWindow | None = None
+    _errors: ErrorFolds = field(default_factory=ErrorFolds)
     _failures: Folds = field(default_factory=Folds)
 
     def __post_init__(self) -> None:
@@ -362,44 +341,16 @@ class FileSystem:
 
     def _on_error(self, r: KernelReport, now: float) -> list[Notice]:
         out = self.flush(now)
-        w = self._window
-        if r.follows and w is not None:
-            return out  # the error it follows is already counted
-        if w is None:
-            w = self._window = _ErrorWindow(now, 0, {r.source: r.count}, r,
-                                            textless=None if r.message else r)
-            if not r.message and self.merge_wait > 0:
-                # fanotify knows the errno but not the text; kmsg's view of the
-                # same error is normally read right after (the daemon reads kmsg
-                # after each fanotify batch): hold it briefly so one event
-                # carries both.
-                w.hold_until = now + self.merge_wait
-                return out
-            return [*out, self._error_notice(w.last, self._take(w))]
-        w.by_source[r.source] = w.by_source.get(r.source, 0) + r.count
-        if not r.message:
-            w.textless = r
-            w.last = _merge(w.last, r)
-        else:  # a line of its own: its text, errno and function go together
-            w.last = _merge(r, w.textless) if w.textless is not None else r
-        if w.hold_until is not None and w.last.message:
-            w.hold_until = None
-            out.append(self._error_notice(w.last, self._take(w)))
+        folded = self._errors.add(r, now, self.merge_wait)
+        if folded is not None:
+            out.append(self._error_notice(folded))
         return out
 
-    def _take(self, w: _ErrorWindow) -> int:
-        count = w.total - w.emitted
-        w.emitted = w.total
-        self.error_count += count
-        return count
-
-    def _error_notice(self, r: KernelReport, count: int) -> Notice:
+    def _error_notice(self, folded: FoldedError) -> Notice:
+        r = folded.report
+        self.error_count += folded.count
         self.last_error = r.message or f"{r.function or 'error'} (errno {r.errno})"
-        return Notice("err", "error", {
-            "errno": r.errno, "count": count, "function": r.function,
-            "message": r.message, "source": r.source, "replayed": r.replayed,
-            "sources": sorted(self._window.by_source) if self._window else [r.source],
-        }, pid=r.pid, comm=r.comm)
+        return Notice("err", "error", folded.details(), pid=r.pid, comm=r.comm)
 
     def flush(self, now: float) -> list[Notice]:
         """Publish what finished windows owe: a superblock `ro` no remount
@@ -409,37 +360,11 @@ class FileSystem:
             options = self.pending_ro[1]
             self.pending_ro = None
             return self.on_super_options(options, admin_remount=False) + self.flush(now)
-        return [*self._flush_errors(now),
+        return [*(self._error_notice(e) for e in self._errors.flush(now)),
                 *(self._failure_notice(f) for f in self._failures.flush(now))]
 
-    def _flush_errors(self, now: float) -> list[Notice]:
-        """A held error whose partner did not come, or what a finished window owes."""
-        w = self._window
-        if w is not None and w.hold_until is not None and now >= w.hold_until:
-            w.hold_until = None
-            return [self._error_notice(w.last, self._take(w))]
-        if w is None or now < w.start + FOLD_WINDOW:
-            return []
-        self._window = None
-        if w.total > w.emitted:
-            return [self._error_notice(w.last, self._take(w))]
-        return []
-
     def flush_deadline(self) -> float | None:
-        w = self._window
-        due = [self._failures.deadline(),
+        due = [self._errors.deadline(), self._failures.deadline(),
                self.pending_ro[0] if self.pending_ro is not None else None]
-        if w is not None:
-            due.append(w.hold_until if w.hold_until is not None else w.start + FOLD_WINDOW)
         return min((d for d in due if d is not None), default=None)
 
-
-def _merge(primary: KernelReport, other: KernelReport) -> KernelReport:
-    """One error seen by two sources: keep the text of one and fill gaps from the other."""
-    return KernelReport(
-        kind=primary.kind, source=primary.source, device=primary.device,
-        devname=primary.devname or other.devname, errno=primary.errno or other.errno,
-        count=primary.count, function=primary.function or other.function,
-        message=primary.message or other.message, pid=primary.pid or other.pid,
-        comm=primary.comm or other.comm, replayed=primary.replayed,
-    )
