@@ -23,7 +23,7 @@ the text, to make one event of the two.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from fsmond.events import KernelReport, record
@@ -109,9 +109,7 @@ class ErrorFolds:
         self._window = None
         if w.total == w.emitted:
             return []
-        # NB: this one names only its report's source, not every source of the
-        # window as docs/dbus.md says; a behaviour kept, not chosen.
-        return [replace(w.take(), sources=(w.last.source,))]
+        return [w.take()]
 
     def deadline(self) -> float | None:
         w = self._window

@@ -75,3 +75,13 @@ def test_a_storm_loses_nothing_and_its_first_error_is_never_held(times: list[flo
     events = fold([(t, line) for t in sorted(times)])
     assert sum(f.count for _, f in events) == len(times)
     assert events[0][0] == min(times)
+
+
+def test_what_a_window_owes_at_its_end_names_every_source_that_counted() -> None:
+    """`sources` is every source that reported the folded errors (docs/dbus.md),
+    also in the event that closes a window."""
+    [(t, line), _abort] = captured("ext4-remount-ro.captured")
+    fan = KernelReport("error", "fanotify", DEV, errno=117, count=5)
+    events = fold([(t, line), (t + 0.1, line), (t + 0.2, fan)])
+    assert [(f.count, f.sources) for _, f in events] == [
+        (1, ("kmsg",)), (4, ("fanotify", "kmsg"))]
