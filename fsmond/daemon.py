@@ -308,6 +308,11 @@ class Daemon:
                     self._start_error_watch(state)
                 if self.enospc is not None:
                     self.enospc.set_at_risk(bool(self._at_risk))
+                # Objects appear with their first sample: wait for it (a hung
+                # file system is found unresponsive within statvfs_timeout).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.daemon.statvfs_timeout + 1.0):
+                        await self.sampler.first_round()
                 for p in self.publishers:
                     if isinstance(p, Announcer):
                         await p.announce()

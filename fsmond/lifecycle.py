@@ -34,9 +34,10 @@ class Publisher(Component, Protocol):
 @runtime_checkable
 class Announcer(Protocol):
     async def announce(self) -> None:
-        """Say we are here (a bus name), once every component has started:
-        whoever the announcement wakes (a D-Bus-activated call) must find the
-        whole mount table, not the empty one before the sources ran."""
+        """Say we are here (a bus name), once every component has started and
+        every file system has answered its first statvfs: whoever the
+        announcement wakes (a D-Bus-activated call) must find the whole mount
+        table and every object, not what was there before the sources ran."""
 
 
 def wait_for_signals(*signums: int) -> Awaitable[None]:

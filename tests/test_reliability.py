@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from tests.running import FsmondProcess, daemon_config, fsmond, tmpfs
 
 pytestmark = [pytest.mark.root]
 NAME, ROOT, MANAGER = "org.fsmond.FsMon1", "/org/fsmond/FsMon1", "org.fsmond.FsMon1.Manager"
+FS = "org.fsmond.FsMon1.FileSystem"
 
 
 def config(tmp_path: Path, watch: str) -> Path:
@@ -229,6 +231,34 @@ def test_a_fuse_server_hung_before_start_never_stops_the_daemon(tmp_path: Path) 
             p.wait_for(lambda e: e["name"] == "threshold" and e["mount_point"] == str(t))
             server.send_signal(signal.SIGCONT)
             p.wait_for(lambda e: e["name"] == "responsive")
+
+
+def test_the_call_that_activates_fsmond_finds_a_file_system_still_in_its_first_statvfs(
+        tmp_path: Path) -> None:
+    """An object appears with its first sample, so fsmond takes its bus name
+    only once every file system has answered once (or was found unresponsive):
+    the call that activates it must find every object, here also a FUSE file
+    system whose first statfs takes two seconds."""
+    base = tmp_path / "w"
+    with fuse_server(base / "fuse") as server, tmpfs(base / "t", "size=10m"):
+        server.send_signal(signal.SIGSTOP)
+        resume = threading.Timer(2.0, server.send_signal, (signal.SIGCONT,))
+        resume.start()
+        cfg = daemon_config(tmp_path / "f.toml", f"{base}/*", statvfs_timeout='"8s"')
+        command = (f"/bin/sh -c 'exec {sys.executable} -m fsmond --config {cfg} "
+                   '--bus "$DBUS_STARTER_ADDRESS"\'')
+        with dbus_daemon(activates={NAME: command}) as address:
+            try:
+                r = busctl(address, "call", NAME, ROOT + "/fs",
+                           "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", timeout=30)
+            finally:
+                resume.cancel()
+                pid = busctl(address, "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", NAME)
+                os.kill(json.loads(pid.stdout)["data"][0], signal.SIGTERM)
+    objects = json.loads(r.stdout)["data"][0].values()
+    shown = {o[FS]["FsType"]["data"]: o[FS]["Sampled"]["data"] for o in objects}
+    assert shown == {"fuse.fsmondtest": True, "tmpfs": True}
 
 
 def rss_kb(pid: int) -> int:

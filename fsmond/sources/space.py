@@ -110,6 +110,10 @@ class SpaceSampler:
         self._busy: dict[int, DevNum] = {}  # worker thread ident -> device in its call
         self._threads: list[threading.Thread] = []
         self._wake = asyncio.Event()
+        # File systems that answered once (a sample, an error) or were found
+        # unresponsive: see first_round.
+        self._answered: set[DevNum] = set()
+        self._answer = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.samples = 0
 
@@ -128,6 +132,7 @@ class SpaceSampler:
         for dev in step.removed:
             self._targets.pop(dev, None)
             self._due.pop(dev, None)
+            self._answered.discard(dev)
         if step.removed:
             self._btrfs.forget(set(self._targets))
         for state in step.states:
@@ -137,6 +142,20 @@ class SpaceSampler:
                 self._due.pop(state.device, None)
         if step.added or step.removed:
             self.poke()
+
+    async def first_round(self) -> None:
+        """Until every file system to sample has answered once, or was found
+        unresponsive (after `timeout`). The daemon announces itself only then:
+        an object appears with its first sample, so a client's first look
+        would otherwise miss the file systems still in their first statvfs."""
+        while not self._answered.issuperset(self._targets):
+            self._answer.clear()
+            await self._answer.wait()
+
+    def _answered_by(self, dev: DevNum) -> None:
+        if dev not in self._answered:
+            self._answered.add(dev)
+            self._answer.set()
 
     def delay(self, dev: DevNum) -> float:
         """Seconds until a file system's next sample: half the predicted time
@@ -179,6 +198,7 @@ class SpaceSampler:
                     log.warning("statvfs of %s has not returned in %.1fs", state.sample_path,
                                 self.timeout)
                     self._emit(Unresponsive(dev, self.timeout))
+                    self._answered_by(dev)
                     self._replace_stuck_worker()
                 elif overdue > 0:
                     wait = min(wait, overdue)
@@ -246,6 +266,8 @@ class SpaceSampler:
     ) -> None:
         flight = self._flights.pop(dev, None)
         now = time.monotonic()
+        if dev in self._targets:
+            self._answered_by(dev)
         if flight is not None and flight.reported:
             self._emit(Responsive(dev))
         if isinstance(result, OSError):

@@ -35,7 +35,7 @@ from tests.notify.servers import (
     xvfb,
 )
 from tests.publishers.buses import SYSTEM, dbus_daemon
-from tests.running import bind_mounts, daemon_config, fsmond, loop_ext4, tmpfs
+from tests.running import bind_mounts, daemon_config, fsmond, loop_ext4, tmpfs, wait_until
 
 pytestmark = [pytest.mark.root]
 NORMAL, CRITICAL = 1, 2
@@ -265,6 +265,9 @@ def test_fsmond_restarted_mid_run_gives_no_duplicate(tmp_path: Path, system_bus:
             upper = mon.wait_for(lambda c: c.member == "Notify" and c is not lower)
             assert summary(upper) == f"Very low disk space on {t}"
             assert mon.notifies() == [lower, upper] and upper.body[1] == lower.reply[0]  # type: ignore[index]
+            # The log comes through a pipe, maybe after the notification did.
+            wait_until(lambda: sum("following fsmond" in line for line in a.log) >= 2,
+                       "the agent following the new fsmond")
             assert sum("following fsmond" in line for line in a.log) == 2
 
 
