@@ -1,11 +1,9 @@
 """The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
 
-How it works: a Manager object at /org/fsmond/FsMon1, the ObjectManager at
-/org/fsmond/FsMon1/fs and one FileSystem object per watched file system
-under it. A client that follows the objects (GDBusObjectManagerClient
-subscribes to every signal under the ObjectManager's path) thus receives no
-mount-table traffic: MountsChanged and every event go out from the Manager,
-above that path; a file system's object sends its own events only, not each
+How it works: a Manager object at /org/fsmond/FsMon1 and one FileSystem
+object per watched file system under the ObjectManager's path
+(dbus_connection says why there). MountsChanged and every event go out
+from the Manager; a file system's object sends its own events only, not each
 bind mount's `mounted`/`unmounted` (Event.per_mount). The publisher follows
 the engine's steps (fsmond.engine.step): an object's properties are its
 latest FsState, and queries and the privileged methods go through the
@@ -17,15 +15,12 @@ once the storm's events have gone out (events first, on a slow bus). These
 signals of fsmond's own are marshalled by dbus_wire, many to a write,
 written at once when nothing waits before them (an error's way out).
 
-dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
-child's own path, so the bus class sends them from the ObjectManager's path;
-it answers GetManagedObjects on any path, so on the Manager's it is refused
-(a client pointed there would follow every signal of the Manager);
-a method cannot see its caller, so the privileged methods are taken by a
-message handler that asks the bus for the caller's uid first; a full socket
-would kill the connection (EAGAIN is treated as a fatal error), so writes
-that would block wait for the socket instead, and sending pauses while too
-much is queued. What touches dbus-fast's private parts is in dbus_transport.
+dbus-fast traps handled here: a method cannot see its caller, so the
+privileged methods are taken by a message handler that asks the bus for the
+caller's uid first; a full socket would kill the connection (EAGAIN is
+treated as a fatal error), so writes that would block wait for the socket
+instead, and sending pauses while too much is queued. What touches
+dbus-fast's private parts is in dbus_transport.
 """
 
 from __future__ import annotations
@@ -37,15 +32,15 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
+from dbus_fast import Message, MessageType, NameFlag, RequestNameReply
 from dbus_fast.errors import DBusError
-from dbus_fast.service import ServiceInterface
 
 from fsmond.engine.mounts import MountChange
 from fsmond.engine.step import FsState, Step
 from fsmond.errors import FsmondError
-from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
+from fsmond.publishers.dbus_connection import ObjectManagerBus, connect, until_lost
 from fsmond.publishers.dbus_convert import (
     CONST_PROPERTIES,
     FS_PROPERTIES,
@@ -60,7 +55,7 @@ from fsmond.publishers.dbus_objects import (
     ManagerObject,
     translate,
 )
-from fsmond.publishers.dbus_transport import HookedBus, backlog, make_nonblocking, send_bytes
+from fsmond.publishers.dbus_transport import backlog, send_bytes
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -99,24 +94,6 @@ ESTIMATE_SPACING = 3.0  # seconds
 FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
 VISIBLE = 1e-4
 PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-
-
-class ObjectManagerBus(HookedBus):
-    """InterfacesAdded/Removed from the ObjectManager's path (OBJECTS_PATH)."""
-
-    def interface_added(self, path: str, interface: ServiceInterface) -> None:
-        if path == ROOT_PATH or not isinstance(interface, FileSystemObject):
-            return
-        body = {interface.name: interface.all_variants()}
-        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
-                                     "InterfacesAdded", "oa{sa{sv}}", [path, body]))
-
-    def interface_removed(self, path: str, interfaces: list[str]) -> None:
-        if path == ROOT_PATH:
-            return
-        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
-                                     "InterfacesRemoved", "oas", [path, interfaces]))
 
 
 def _hold_figures(before: dict[str, Any], now: dict[str, Any],
@@ -162,34 +139,6 @@ async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
         if not busy():
             return
         await asyncio.sleep(0.005)
-
-
-def bus_type_and_address(bus: str) -> tuple[BusType, str | None]:
-    if bus == "system":
-        return BusType.SYSTEM, None
-    if bus == "session":
-        return BusType.SESSION, None
-    return BusType.SESSION, bus
-
-
-SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
-
-
-def connect_error(bus: str, e: BaseException) -> str:
-    """Why the bus cannot be reached, with what to do about it: fsmond run by
-    hand where no system bus runs (a container, a build machine) wants the
-    session bus or no D-Bus at all."""
-    if bus == "system":
-        where = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
-        return (f"cannot connect to the system bus ({where}): {e}: is dbus-daemon running? "
-                "To try fsmond without it: --bus session (under dbus-run-session) or --no-dbus")
-    if bus == "session":
-        session = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-        if not session:
-            return ("cannot connect to the session bus: DBUS_SESSION_BUS_ADDRESS is not set: "
-                    "run fsmond under dbus-run-session, or give --bus ADDRESS or --no-dbus")
-        return f"cannot connect to the session bus ({session}): {e}"
-    return f"cannot connect to the bus {bus}: {e}"
 
 
 class DbusPublisher:
@@ -295,13 +244,7 @@ class DbusPublisher:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self, started: Callable[[], None]) -> None:
-        bus_type, address = bus_type_and_address(self.bus_name)
-        bus = ObjectManagerBus(bus_address=address, bus_type=bus_type)
-        try:
-            await bus.connect()
-        except (OSError, DBusError, ValueError) as e:
-            raise FsmondError(connect_error(self.bus_name, e)) from e
-        make_nonblocking(bus)
+        bus = await connect(self.bus_name)
         self._bus = bus
         bus.add_message_handler(self._privileged_call)
         bus.export(ROOT_PATH, self.manager)
@@ -312,15 +255,7 @@ class DbusPublisher:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_events())
                 tg.create_task(self._flush_state())
-                reason: BaseException | str = "closed"
-                try:
-                    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-                except (EOFError, OSError) as e:  # how dbus-fast says the peer went away
-                    reason = e
-                # The bus went away: exit non-zero so systemd restarts us and
-                # everything is exported again on the new bus.
-                raise FsmondError(
-                    f"lost the connection to the {self.bus_name} bus ({reason!r})")
+                await until_lost(bus, self.bus_name)
         finally:
             if bus.connected:
                 bus.disconnect()
@@ -448,16 +383,9 @@ class DbusPublisher:
     # ------------------------------------------------------ privileged calls
 
     def _privileged_call(self, msg: Message) -> bool:
-        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything.
-        GetManagedObjects on the Manager's path: refused, naming the right one."""
+        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything."""
         if msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH:
             return False
-        if msg.member == "GetManagedObjects" and msg.interface in (OBJECT_MANAGER, None):
-            assert self._bus is not None
-            self._bus.send(Message.new_error(
-                msg, "org.freedesktop.DBus.Error.UnknownMethod",
-                f"the ObjectManager of fsmond's file systems is at {OBJECTS_PATH}"))
-            return True
         if msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED:
             return False
         self._spawn(self._answer_privileged(msg))
