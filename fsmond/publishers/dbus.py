@@ -6,8 +6,8 @@ object per watched file system under the ObjectManager's path
 from the Manager; a file system's object sends its own events only, not each
 bind mount's `mounted`/`unmounted` (Event.per_mount). The publisher follows
 the engine's steps (fsmond.engine.step): an object's properties are its
-latest FsState, and queries and the privileged methods go through the
-daemon's `Control`. Events come through a bounded outbox. State changes are
+latest FsState, and queries and the privileged methods (dbus_privileged)
+go through the daemon's `Control`. Events come through a bounded outbox. State changes are
 coalesced: a flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
 mount table did since, one PropertiesChanged per object with only the
 values that changed, so a 15,000-mount storm becomes a few signals, sent
@@ -15,11 +15,9 @@ once the storm's events have gone out (events first, on a slow bus). These
 signals of fsmond's own are marshalled by dbus_wire, many to a write,
 written at once when nothing waits before them (an error's way out).
 
-dbus-fast traps handled here: a method cannot see its caller, so the
-privileged methods are taken by a message handler that asks the bus for the
-caller's uid first; a full socket would kill the connection (EAGAIN is
-treated as a fatal error), so writes that would block wait for the socket
-instead, and sending pauses while too much is queued. What touches
+A full socket would kill the connection (dbus-fast takes EAGAIN for a fatal
+error), so writes that would block wait for the socket instead, and sending
+pauses while too much is queued. What touches
 dbus-fast's private parts is in dbus_transport.
 """
 
@@ -29,11 +27,10 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import Message, MessageType, NameFlag, RequestNameReply
-from dbus_fast.errors import DBusError
+from dbus_fast import NameFlag, RequestNameReply
 
 from fsmond.engine.mounts import MountChange
 from fsmond.engine.step import FsState, Step
@@ -53,8 +50,8 @@ from fsmond.publishers.dbus_objects import (
     MANAGER_IFACE,
     FileSystemObject,
     ManagerObject,
-    translate,
 )
+from fsmond.publishers.dbus_privileged import PrivilegedCalls
 from fsmond.publishers.dbus_transport import backlog, send_bytes
 from fsmond.publishers.outbox import Outbox
 
@@ -93,7 +90,6 @@ ESTIMATE_SPACING = 3.0  # seconds
 # it visible.
 FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
 VISIBLE = 1e-4
-PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
 
 
 def _hold_figures(before: dict[str, Any], now: dict[str, Any],
@@ -169,7 +165,6 @@ class DbusPublisher:
         self._generation_sent = -1
         self._estimated_at: dict[DevNum, float] = {}  # when FillRate/SecondsToFull last went
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------- from the daemon
 
@@ -246,7 +241,7 @@ class DbusPublisher:
     async def run(self, started: Callable[[], None]) -> None:
         bus = await connect(self.bus_name)
         self._bus = bus
-        bus.add_message_handler(self._privileged_call)
+        bus.add_message_handler(PrivilegedCalls(bus, self.control))
         bus.export(ROOT_PATH, self.manager)
         for dev in self.states:
             self._add_object(dev)
@@ -379,49 +374,3 @@ class DbusPublisher:
     def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
         self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",
                                      "PropertiesChanged", "sa{sv}as", [interface, values, []]))
-
-    # ------------------------------------------------------ privileged calls
-
-    def _privileged_call(self, msg: Message) -> bool:
-        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything."""
-        if msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH:
-            return False
-        if msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED:
-            return False
-        self._spawn(self._answer_privileged(msg))
-        return True
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer_privileged(self, msg: Message) -> None:
-        bus = self._bus
-        assert bus is not None
-        try:
-            reply = await bus.call(Message(
-                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus", member="GetConnectionUnixUser",
-                signature="s", body=[msg.sender]))
-            if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
-                raise DBusError(f"{BUS_NAME}.Error.AccessDenied", "cannot tell who the caller is")
-            if reply.body[0] != 0:
-                raise DBusError(f"{BUS_NAME}.Error.AccessDenied",
-                                f"{msg.member} is for root only (caller uid {reply.body[0]})")
-            member = msg.member or ""
-            if msg.signature != PRIVILEGED[member]:
-                raise DBusError(f"{BUS_NAME}.Error.InvalidArgs",
-                                f"{member} takes ({PRIVILEGED[member]}), not ({msg.signature})")
-            with translate():
-                if msg.member == "AddWatch":
-                    path = self.control.add_watch(*msg.body)
-                    bus.send(Message.new_method_return(msg, "o", [path]))
-                    return
-                if msg.member == "RemoveWatch":
-                    self.control.remove_watch(msg.body[0])
-                else:
-                    self.control.reload()
-            bus.send(Message.new_method_return(msg))
-        except DBusError as e:
-            bus.send(Message.new_error(msg, e.type, e.text))
