@@ -1,24 +1,23 @@
-"""The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
+"""The D-Bus publisher: it follows the engine's steps, exports and removes
+the file systems' objects, and sends the signals (SPEC section 5).
 
 How it works: a Manager object at /org/fsmond/FsMon1 and one FileSystem
 object per watched file system under the ObjectManager's path
-(dbus_connection says why there). MountsChanged and every event go out
-from the Manager; a file system's object sends its own events only, not each
-bind mount's `mounted`/`unmounted` (Event.per_mount). The publisher follows
-the engine's steps (fsmond.engine.step): an object's properties are its
-latest FsState, and queries and the privileged methods (dbus_privileged)
-go through the daemon's `Control`. Events come through a bounded outbox. State changes are
-coalesced: a flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
-mount table did since, one PropertiesChanged per object with only the
-values that changed, so a 15,000-mount storm becomes a few signals, sent
-once the storm's events have gone out (events first, on a slow bus). These
-signals of fsmond's own are marshalled by dbus_wire, many to a write,
-written at once when nothing waits before them (an error's way out).
-
-A full socket would kill the connection (dbus-fast takes EAGAIN for a fatal
-error), so writes that would block wait for the socket instead, and sending
-pauses while too much is queued. What touches
-dbus-fast's private parts is in dbus_transport.
+(dbus_connection says why there). MountsChanged and every event go out from
+the Manager; a file system's object sends its own events only, not each
+bind mount's `mounted`/`unmounted` (Event.per_mount). An object's
+properties are its latest FsState (fsmond.engine.step), and queries and the
+privileged methods (dbus_privileged) go through the daemon's `Control`.
+Events come through a bounded outbox. State changes are coalesced: a
+flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with
+what the mount table did since, one PropertiesChanged per object with only
+the values that are news (dbus_news), so a 15,000-mount storm becomes a few
+signals, sent once the storm's events have gone out (events first, on a
+slow bus). These signals of fsmond's own are marshalled by dbus_wire, many
+to a write, written at once when nothing waits before them (an error's way
+out). A full socket must not kill the connection: writes that would block
+wait for the socket (dbus_transport), and sending pauses while too much is
+queued.
 """
 
 from __future__ import annotations
@@ -38,12 +37,9 @@ from fsmond.errors import FsmondError
 from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
 from fsmond.publishers.dbus_connection import ObjectManagerBus, connect, until_lost
-from fsmond.publishers.dbus_convert import (
-    CONST_PROPERTIES,
-    FS_PROPERTIES,
-    mounts_changed_bodies,
-)
+from fsmond.publishers.dbus_convert import mounts_changed_bodies
 from fsmond.publishers.dbus_entries import change_entries, event_entries
+from fsmond.publishers.dbus_news import PropertyNews
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
     FILESYSTEM_IFACE,
@@ -76,57 +72,6 @@ EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
 # (and drops the sender), and 2,048 changes are about 1 MB.
 CHANGES_PER_SIGNAL = 2048
-# FillRate and SecondsToFull are estimates that move on every sample while
-# a fill comes and goes: a change is news when it starts, stops or reverses
-# (sent at once), or when the estimate moved by more than ESTIMATE_CHANGE,
-# at most every ESTIMATE_SPACING seconds (a held change goes with a later
-# sample).
-ESTIMATES = ("FillRate", "SecondsToFull")
-ESTIMATE_CHANGE = 0.2
-ESTIMATE_SPACING = 3.0  # seconds
-# The space and inode figures go with a sample that moved one of them by a
-# visible amount: more than this share of the whole (df -h shows three
-# digits), or to or from 0. A held move goes with a later sample that makes
-# it visible.
-FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
-VISIBLE = 1e-4
-
-
-def _hold_figures(before: dict[str, Any], now: dict[str, Any],
-                  changed: dict[str, Any]) -> None:
-    """Take out of `changed` (and put back in `now` as sent) a group of
-    figures none of which moved visibly."""
-    if "Size" in changed or "Sampled" in changed:
-        return
-    for group, whole in zip(FIGURES, (now["Size"], now["Files"]), strict=True):
-        moved = [k for k in group if k in changed]
-        if not moved:
-            continue
-        if any(_visible(before.get(k), now[k], whole) for k in moved
-               if k != "PercentAvailable"):
-            continue
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
-
-
-def _visible(old: int | None, new: int, whole: int) -> bool:
-    return old is None or (old == 0) != (new == 0) or abs(new - old) > VISIBLE * whole
-
-
-def _turned(name: str, old: float | None, new: float) -> bool:
-    """A fill started, stopped or reversed; the file system became full."""
-    if old is None:
-        return True
-    if name == "FillRate":
-        return (old > 0) != (new > 0) or (old < 0) != (new < 0)
-    return (old < 0) != (new < 0) or (old == 0) != (new == 0)
-
-
-def _moved_much(old: float | None, new: float) -> bool:
-    if old is None:
-        return True
-    return abs(new - old) > ESTIMATE_CHANGE * max(abs(old), abs(new))
 
 
 async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
@@ -146,9 +91,9 @@ class DbusPublisher:
         self.outbox: Outbox[Event] = Outbox("dbus", queue_size)
         # Indexes, by device: `states` has every watched file system (its
         # latest FsState); `objects` those exported, `_unborn` those waiting
-        # for their first sample (disjoint, both within `states`); `_sent`
-        # and `_estimated_at` only exported ones; `_dirty` within `objects`
-        # after each step (a removed one leaves all of them).
+        # for their first sample (disjoint, both within `states`); `_news`
+        # only exported ones; `_dirty` within `objects` after each step (a
+        # removed one leaves all of them).
         self.states: dict[DevNum, FsState] = {}
         self.manager = ManagerObject(control, self.states)
         self.objects: dict[DevNum, FileSystemObject] = {}
@@ -159,11 +104,10 @@ class DbusPublisher:
         self._unborn_paths: dict[str, DevNum] = {}
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
-        self._sent: dict[DevNum, dict[str, Any]] = {}
+        self._news = PropertyNews()
         # What the next MountsChanged says, marshalled then: after a storm's events.
         self._mount_changes: list[tuple[MountChange, str]] = []  # (change, fs object path)
         self._generation_sent = -1
-        self._estimated_at: dict[DevNum, float] = {}  # when FillRate/SecondsToFull last went
         self._wake = asyncio.Event()
 
     # ----------------------------------------------------- from the daemon
@@ -218,7 +162,7 @@ class DbusPublisher:
         obj = FileSystemObject(self.states.get, dev)
         self.objects[dev] = obj
         self._by_path[path] = obj
-        self._sent[dev] = obj.values()
+        self._news.exported(dev, obj.values())
         self._bus.export(path, obj)
         self._unborn_paths.pop(path, None)
         held = self._unborn.pop(dev, [])
@@ -230,8 +174,7 @@ class DbusPublisher:
         self._unborn_paths.pop(fs_object_path(dev), None)
         obj = self.objects.pop(dev, None)
         self._by_path.pop(fs_object_path(dev), None)
-        self._sent.pop(dev, None)
-        self._estimated_at.pop(dev, None)
+        self._news.removed(dev)
         self._dirty.discard(dev)
         if obj is not None and self._bus is not None:
             self._bus.unexport(fs_object_path(dev), obj)
@@ -326,34 +269,10 @@ class DbusPublisher:
             obj = self.objects.get(dev)
             if obj is None:
                 continue
-            now = obj.values()
-            before = self._sent.get(dev, {})
-            changed = {k: v for k, v in now.items()
-                       if before.get(k) != v and k not in CONST_PROPERTIES}
-            self._hold_estimates(dev, before, now, changed)
-            _hold_figures(before, now, changed)
-            self._sent[dev] = now
+            changed = self._news.changed(dev, obj.values())
             if changed:
-                self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
-                    k: (FS_PROPERTIES[k][0], v) for k, v in changed.items()})
+                self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, changed)
         self._dirty.clear()
-
-    def _hold_estimates(self, dev: DevNum, before: dict[str, Any], now: dict[str, Any],
-                        changed: dict[str, Any]) -> None:
-        """Take out of `changed` (and put back in `now` as sent) the estimates
-        whose change is no news yet."""
-        moved = [k for k in ESTIMATES if k in changed]
-        if not moved:
-            return
-        t = time.monotonic()
-        if any(_turned(k, before.get(k), now[k]) for k in moved) or (
-                t - self._estimated_at.get(dev, -ESTIMATE_SPACING) >= ESTIMATE_SPACING
-                and any(_moved_much(before.get(k), now[k]) for k in moved)):
-            self._estimated_at[dev] = t
-            return
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
 
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
