@@ -10,13 +10,9 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.publishers.buses import dbus_daemon
-from tests.running import daemon_config, fsmond, tmpfs
 
 pytestmark = [pytest.mark.root]
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "dbus.md").read_text()
@@ -55,21 +51,13 @@ def wait_for(lines: queue.Queue[str], text: str, proc: subprocess.Popen[str]) ->
         seen.append(line)
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
-    with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "t", "size=10m") as t, \
-            fsmond(cfg, bus=bus):
-        yield bus, t
-
-
 @pytest.mark.parametrize(("heading", "python"), [
     ("### From Python (dbus-fast)", sys.executable),
     ("### From a GLib application (python3-gi)", "/usr/bin/python3"),
 ])
-def test_the_documented_client_sees_a_threshold_event(daemon: tuple[str, Path], heading: str,
+def test_the_documented_client_sees_a_threshold_event(served: tuple[str, Path], heading: str,
                                                       python: str, tmp_path: Path) -> None:
-    bus, t = daemon
+    bus, t = served
     if python == "/usr/bin/python3" and subprocess.run(
             [python, "-c", "import gi"], capture_output=True).returncode != 0:
         pytest.fail("python3-gi is missing: scripts/setup installs it")

@@ -95,16 +95,6 @@ def mount_count(bus: str, obj: str) -> int:
     return int(json.loads(r.stdout)["data"])
 
 
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
-    with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "t", "size=10m") as t, \
-            fsmond(cfg, bus=bus):
-        yield bus, t
-
-
 def test_an_object_manager_client_gets_nothing_per_mount_in_a_storm(
         served: tuple[str, Path], tmp_path: Path) -> None:
     bus, t = served
