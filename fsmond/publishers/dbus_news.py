@@ -55,8 +55,7 @@ class PropertyNews:
 
     def _hold_estimates(self, dev: DevNum, before: dict[str, Any], now: dict[str, Any],
                         changed: dict[str, Any]) -> None:
-        """Take out of `changed` (and put back in `now` as sent) the estimates
-        whose change is no news yet."""
+        """Hold back the estimates whose change is no news yet."""
         moved = [k for k in ESTIMATES if k in changed]
         if not moved:
             return
@@ -66,15 +65,12 @@ class PropertyNews:
                 and any(_moved_much(before.get(k), now[k]) for k in moved)):
             self._estimated_at[dev] = t
             return
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
+        _hold(moved, before, now, changed)
 
 
 def _hold_figures(before: dict[str, Any], now: dict[str, Any],
                   changed: dict[str, Any]) -> None:
-    """Take out of `changed` (and put back in `now` as sent) a group of
-    figures none of which moved visibly."""
+    """Hold back each group of figures none of which moved visibly."""
     if "Size" in changed or "Sampled" in changed:
         return
     for group, whole in zip(FIGURES, (now["Size"], now["Files"]), strict=True):
@@ -84,9 +80,16 @@ def _hold_figures(before: dict[str, Any], now: dict[str, Any],
         if any(_visible(before.get(k), now[k], whole) for k in moved
                if k != "PercentAvailable"):
             continue
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
+        _hold(moved, before, now, changed)
+
+
+def _hold(keys: list[str], before: dict[str, Any], now: dict[str, Any],
+          changed: dict[str, Any]) -> None:
+    """Take `keys` out of `changed`, and put back in `now` what was sent of
+    them: `now` becomes what was sent, the reference for the next sample."""
+    for k in keys:
+        del changed[k]
+        now[k] = before[k]
 
 
 def _visible(old: int | None, new: int, whole: int) -> bool:
