@@ -1,6 +1,7 @@
 """A client of fsmond's bus run as a process, as a user runs one: the bus is
-given to it as the system bus, and it does not see the tests' PYTHONPATH.
-It prints lines; a test waits for the one it expects, with a timeout."""
+given to it as the system bus, and it does not see the tests' PYTHONPATH
+(fsmonctl runs from the repository as its `cwd`). It prints lines; a test
+waits for the one it expects, with a timeout."""
 
 from __future__ import annotations
 
@@ -12,17 +13,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
 class Client:
     """A client process that prints lines; `expect` waits for one."""
 
-    def __init__(self, cmd: list[str], bus: str) -> None:
+    def __init__(self, cmd: list[str], bus: str, cwd: Path | None = None) -> None:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus}
         env.pop("PYTHONPATH", None)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+                                     text=True, env=env, cwd=cwd)
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
