@@ -18,7 +18,7 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from fsmond.publishers.dbus import bus_type_and_address
+from fsmond.publishers.dbus_connection import bus_type_and_address
 
 NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
 OBJECTS = ROOT + "/fs"  # the file systems' ObjectManager

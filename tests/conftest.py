@@ -7,6 +7,9 @@ skip silently there.
 As root, the whole test session moves into a private mount namespace at
 start, so every mount a test makes (tmpfs, loop ext4, storms) is invisible
 to the host and vanishes with the session even if a test dies.
+
+`served` is the daemon as a D-Bus client meets it: fsmond on a private bus,
+watching a tmpfs.
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from __future__ import annotations
 import ctypes
 import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.publishers.buses import dbus_daemon
+from tests.running import daemon_config, fsmond, tmpfs
 
 IS_ROOT = os.geteuid() == 0
 REQUIRE_ROOT = os.environ.get("FSMOND_REQUIRE_ROOT") == "1"
@@ -41,3 +49,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if REQUIRE_ROOT:
         pytest.fail("FSMOND_REQUIRE_ROOT=1 but this root-only test runs without root")
     pytest.skip("needs root (mounts, loop devices, /dev/kmsg)")
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """fsmond watching `tmp_path`/w/* on a private bus, and a 10 MiB tmpfs
+    at `tmp_path`/w/t: (the bus's address, the tmpfs)."""
+    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
+    with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "t", "size=10m") as t, \
+            fsmond(cfg, bus=bus):
+        yield bus, t

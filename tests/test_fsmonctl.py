@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.clients import Client
 from tests.publishers.buses import dbus_daemon
 from tests.running import daemon_config, fsmond, loop_ext4, run, tmpfs, write_config
 
@@ -149,41 +148,11 @@ def test_version_fs_path_watch_list_and_reload_say_what_they_did(
     assert r.returncode == 0 and "reloaded" in r.stdout
 
 
-class Monitor:
+def monitor(bus: str, *args: str) -> Client:
     """`fsmonctl monitor` running, its lines read as they come."""
-
-    def __init__(self, bus: str, *args: str) -> None:
-        cmd = [sys.executable, "-c",
-               "from fsmond.cli import fsmonctl_main as m; raise SystemExit(m())",
-               "--bus", bus, "monitor", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=Path(__file__).parent.parent)
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, pred: Callable[[str], bool]) -> str:
-        seen = []
-        while True:
-            try:
-                line = self.lines.get(timeout=30)
-            except queue.Empty:
-                raise AssertionError(f"not seen; got {seen}") from None
-            if pred(line):
-                return line
-            seen.append(line)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+    return Client([sys.executable, "-c",
+                   "from fsmond.cli import fsmonctl_main as m; raise SystemExit(m())",
+                   "--bus", bus, "monitor", *args], bus, cwd=Path(__file__).parent.parent)
 
 
 def test_monitor_says_when_fsmond_stops_and_starts_and_ends_with_the_bus(
@@ -192,21 +161,21 @@ def test_monitor_says_when_fsmond_stops_and_starts_and_ends_with_the_bus(
     "fsmond stopped" / "fsmond started" as the daemon goes and comes; exit
     status 3 when the bus itself goes away."""
     cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
-    mon: Monitor | None = None
+    mon: Client | None = None
     try:
         with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "t", "size=10m"):
             with fsmond(cfg, bus=bus):
-                mon = Monitor(bus, "--class", "info", "--mount", f"{tmp_path}/w/*")
+                mon = monitor(bus, "--class", "info", "--mount", f"{tmp_path}/w/*")
                 time.sleep(1.0)  # let it subscribe before the events happen
                 with tmpfs(tmp_path / "elsewhere"), tmpfs(tmp_path / "w" / "u") as u:
-                    watch = mon.wait_for(lambda s: " watch-added " in s)
+                    watch = mon.expect(lambda s: " watch-added " in s)
                     assert f" {u} " in watch
                     assert "classes=info,warn,err,thr lower=50% upper=20%" in watch
-                    line = mon.wait_for(lambda s: " mounted " in s)
+                    line = mon.expect(lambda s: " mounted " in s)
                     assert f" {u} " in line and "mount_id=" in line and "'" not in line
-            mon.wait_for(lambda s: s == "fsmond stopped")
+            mon.expect(lambda s: s == "fsmond stopped")
             with fsmond(cfg, bus=bus):
-                mon.wait_for(lambda s: s == "fsmond started")
+                mon.expect(lambda s: s == "fsmond started")
                 assert mon.proc.poll() is None
         assert mon.proc.wait(timeout=30) == 3  # the dbus-daemon is gone
         assert mon.proc.stderr is not None and "lost the connection" in mon.proc.stderr.read()

@@ -7,19 +7,16 @@ still has every event, and a match on the class keeps to some."""
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.clients import Client
 from tests.publishers.buses import busctl, dbus_daemon
 from tests.running import bind_mounts, daemon_config, dev_of, fsmond, tmpfs, wait_until
 from tests.test_reliability import fuse_server
@@ -29,48 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 NAME, ROOT = "org.fsmond.FsMon1", "/org/fsmond/FsMon1"
 FS = "org.fsmond.FsMon1.FileSystem"
 STORM = 1000
-
-
-class Client:
-    """A client process that prints lines; `expect` waits for one."""
-
-    def __init__(self, cmd: list[str], bus: str) -> None:
-        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus}
-        env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def expect(self, pred: Callable[[str], bool], timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self.proc.kill()
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"not seen; got {self.seen[-20:]}; stderr: {err}") from None
-            self.seen.append(line)
-            if pred(line):
-                return line
-
-    def report(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGUSR1)
-        return dict(json.loads(self.expect(lambda s: s.startswith("report "))[7:]))
-
-    def close(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @contextmanager
@@ -93,16 +48,6 @@ def fs_path(path: Path) -> str:
 def mount_count(bus: str, obj: str) -> int:
     r = busctl(bus, "get-property", NAME, obj, FS, "MountCount")
     return int(json.loads(r.stdout)["data"])
-
-
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    cfg = daemon_config(tmp_path / "f.toml", f"{tmp_path}/w/*")
-    with dbus_daemon() as bus, tmpfs(tmp_path / "w" / "t", "size=10m") as t, \
-            fsmond(cfg, bus=bus):
-        yield bus, t
 
 
 def test_an_object_manager_client_gets_nothing_per_mount_in_a_storm(

@@ -1,31 +1,23 @@
-"""The D-Bus service org.fsmond.FsMon1 (SPEC section 5), with dbus-fast.
+"""The D-Bus publisher: it follows the engine's steps, exports and removes
+the file systems' objects, and sends the signals (SPEC section 5).
 
-How it works: a Manager object at /org/fsmond/FsMon1, the ObjectManager at
-/org/fsmond/FsMon1/fs and one FileSystem object per watched file system
-under it. A client that follows the objects (GDBusObjectManagerClient
-subscribes to every signal under the ObjectManager's path) thus receives no
-mount-table traffic: MountsChanged and every event go out from the Manager,
-above that path; a file system's object sends its own events only, not each
-bind mount's `mounted`/`unmounted` (Event.per_mount). The publisher follows
-the engine's steps (fsmond.engine.step): an object's properties are its
-latest FsState, and queries and the privileged methods go through the
-daemon's `Control`. Events come through a bounded outbox. State changes are
-coalesced: a flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with what the
-mount table did since, one PropertiesChanged per object with only the
-values that changed, so a 15,000-mount storm becomes a few signals, sent
-once the storm's events have gone out (events first, on a slow bus). These
-signals of fsmond's own are marshalled by dbus_wire, many to a write,
-written at once when nothing waits before them (an error's way out).
-
-dbus-fast traps handled here: it emits InterfacesAdded/Removed from the
-child's own path, so the bus class sends them from the ObjectManager's path;
-it answers GetManagedObjects on any path, so on the Manager's it is refused
-(a client pointed there would follow every signal of the Manager);
-a method cannot see its caller, so the privileged methods are taken by a
-message handler that asks the bus for the caller's uid first; a full socket
-would kill the connection (EAGAIN is treated as a fatal error), so writes
-that would block wait for the socket instead, and sending pauses while too
-much is queued. What touches dbus-fast's private parts is in dbus_transport.
+How it works: a Manager object at /org/fsmond/FsMon1 and one FileSystem
+object per watched file system under the ObjectManager's path
+(dbus_connection says why there). MountsChanged and every event go out from
+the Manager; a file system's object sends its own events only, not each
+bind mount's `mounted`/`unmounted` (Event.per_mount). An object's
+properties are its latest FsState (fsmond.engine.step), and queries and the
+privileged methods (dbus_privileged) go through the daemon's `Control`.
+Events come through a bounded outbox. State changes are coalesced: a
+flusher runs at most every FLUSH_INTERVAL and sends one MountsChanged with
+what the mount table did since, one PropertiesChanged per object with only
+the values that are news (dbus_news), so a 15,000-mount storm becomes a few
+signals, sent once the storm's events have gone out (events first, on a
+slow bus). These signals of fsmond's own are marshalled by dbus_wire, many
+to a write, written at once when nothing waits before them (an error's way
+out). A full socket must not kill the connection: writes that would block
+wait for the socket (dbus_transport), and sending pauses while too much is
+queued.
 """
 
 from __future__ import annotations
@@ -34,33 +26,29 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dbus_fast import BusType, Message, MessageType, NameFlag, RequestNameReply
-from dbus_fast.errors import DBusError
-from dbus_fast.service import ServiceInterface
+from dbus_fast import NameFlag, RequestNameReply
 
 from fsmond.engine.mounts import MountChange
 from fsmond.engine.step import FsState, Step
 from fsmond.errors import FsmondError
-from fsmond.events import OBJECTS_PATH, ROOT_PATH, DevNum, Event, fs_object_path
+from fsmond.events import ROOT_PATH, DevNum, Event, fs_object_path
 from fsmond.publishers import dbus_wire as wire
-from fsmond.publishers.dbus_convert import (
-    CONST_PROPERTIES,
-    FS_PROPERTIES,
-    mounts_changed_bodies,
-)
+from fsmond.publishers.dbus_connection import ObjectManagerBus, connect, until_lost
+from fsmond.publishers.dbus_convert import mounts_changed_bodies
 from fsmond.publishers.dbus_entries import change_entries, event_entries
+from fsmond.publishers.dbus_news import PropertyNews
 from fsmond.publishers.dbus_objects import (
     BUS_NAME,
     FILESYSTEM_IFACE,
     MANAGER_IFACE,
     FileSystemObject,
     ManagerObject,
-    translate,
 )
-from fsmond.publishers.dbus_transport import HookedBus, backlog, make_nonblocking, send_bytes
+from fsmond.publishers.dbus_privileged import PrivilegedCalls
+from fsmond.publishers.dbus_transport import backlog, send_bytes
 from fsmond.publishers.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -84,76 +72,6 @@ EVENT_BATCH = 64  # events per write: 128 signals, about 80 KB
 # A storm's MountsChanged is split: a system bus refuses messages over 32 MiB
 # (and drops the sender), and 2,048 changes are about 1 MB.
 CHANGES_PER_SIGNAL = 2048
-# FillRate and SecondsToFull are estimates that move on every sample while
-# a fill comes and goes: a change is news when it starts, stops or reverses
-# (sent at once), or when the estimate moved by more than ESTIMATE_CHANGE,
-# at most every ESTIMATE_SPACING seconds (a held change goes with a later
-# sample).
-ESTIMATES = ("FillRate", "SecondsToFull")
-ESTIMATE_CHANGE = 0.2
-ESTIMATE_SPACING = 3.0  # seconds
-# The space and inode figures go with a sample that moved one of them by a
-# visible amount: more than this share of the whole (df -h shows three
-# digits), or to or from 0. A held move goes with a later sample that makes
-# it visible.
-FIGURES = (("Available", "Free", "PercentAvailable"), ("Files", "FilesAvailable"))
-VISIBLE = 1e-4
-PRIVILEGED = {"AddWatch": "sasss", "RemoveWatch": "s", "Reload": ""}
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-
-
-class ObjectManagerBus(HookedBus):
-    """InterfacesAdded/Removed from the ObjectManager's path (OBJECTS_PATH)."""
-
-    def interface_added(self, path: str, interface: ServiceInterface) -> None:
-        if path == ROOT_PATH or not isinstance(interface, FileSystemObject):
-            return
-        body = {interface.name: interface.all_variants()}
-        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
-                                     "InterfacesAdded", "oa{sa{sv}}", [path, body]))
-
-    def interface_removed(self, path: str, interfaces: list[str]) -> None:
-        if path == ROOT_PATH:
-            return
-        self.send(Message.new_signal(OBJECTS_PATH, OBJECT_MANAGER,
-                                     "InterfacesRemoved", "oas", [path, interfaces]))
-
-
-def _hold_figures(before: dict[str, Any], now: dict[str, Any],
-                  changed: dict[str, Any]) -> None:
-    """Take out of `changed` (and put back in `now` as sent) a group of
-    figures none of which moved visibly."""
-    if "Size" in changed or "Sampled" in changed:
-        return
-    for group, whole in zip(FIGURES, (now["Size"], now["Files"]), strict=True):
-        moved = [k for k in group if k in changed]
-        if not moved:
-            continue
-        if any(_visible(before.get(k), now[k], whole) for k in moved
-               if k != "PercentAvailable"):
-            continue
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
-
-
-def _visible(old: int | None, new: int, whole: int) -> bool:
-    return old is None or (old == 0) != (new == 0) or abs(new - old) > VISIBLE * whole
-
-
-def _turned(name: str, old: float | None, new: float) -> bool:
-    """A fill started, stopped or reversed; the file system became full."""
-    if old is None:
-        return True
-    if name == "FillRate":
-        return (old > 0) != (new > 0) or (old < 0) != (new < 0)
-    return (old < 0) != (new < 0) or (old == 0) != (new == 0)
-
-
-def _moved_much(old: float | None, new: float) -> bool:
-    if old is None:
-        return True
-    return abs(new - old) > ESTIMATE_CHANGE * max(abs(old), abs(new))
 
 
 async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
@@ -162,34 +80,6 @@ async def _wait_while(busy: Callable[[], bool], limit: float) -> None:
         if not busy():
             return
         await asyncio.sleep(0.005)
-
-
-def bus_type_and_address(bus: str) -> tuple[BusType, str | None]:
-    if bus == "system":
-        return BusType.SYSTEM, None
-    if bus == "session":
-        return BusType.SESSION, None
-    return BusType.SESSION, bus
-
-
-SYSTEM_BUS_DEFAULT = "unix:path=/run/dbus/system_bus_socket"
-
-
-def connect_error(bus: str, e: BaseException) -> str:
-    """Why the bus cannot be reached, with what to do about it: fsmond run by
-    hand where no system bus runs (a container, a build machine) wants the
-    session bus or no D-Bus at all."""
-    if bus == "system":
-        where = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_DEFAULT
-        return (f"cannot connect to the system bus ({where}): {e}: is dbus-daemon running? "
-                "To try fsmond without it: --bus session (under dbus-run-session) or --no-dbus")
-    if bus == "session":
-        session = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
-        if not session:
-            return ("cannot connect to the session bus: DBUS_SESSION_BUS_ADDRESS is not set: "
-                    "run fsmond under dbus-run-session, or give --bus ADDRESS or --no-dbus")
-        return f"cannot connect to the session bus ({session}): {e}"
-    return f"cannot connect to the bus {bus}: {e}"
 
 
 class DbusPublisher:
@@ -201,9 +91,9 @@ class DbusPublisher:
         self.outbox: Outbox[Event] = Outbox("dbus", queue_size)
         # Indexes, by device: `states` has every watched file system (its
         # latest FsState); `objects` those exported, `_unborn` those waiting
-        # for their first sample (disjoint, both within `states`); `_sent`
-        # and `_estimated_at` only exported ones; `_dirty` within `objects`
-        # after each step (a removed one leaves all of them).
+        # for their first sample (disjoint, both within `states`); `_news`
+        # only exported ones; `_dirty` within `objects` after each step (a
+        # removed one leaves all of them).
         self.states: dict[DevNum, FsState] = {}
         self.manager = ManagerObject(control, self.states)
         self.objects: dict[DevNum, FileSystemObject] = {}
@@ -214,13 +104,11 @@ class DbusPublisher:
         self._unborn_paths: dict[str, DevNum] = {}
         self._bus: ObjectManagerBus | None = None
         self._dirty: set[DevNum] = set()
-        self._sent: dict[DevNum, dict[str, Any]] = {}
+        self._news = PropertyNews()
         # What the next MountsChanged says, marshalled then: after a storm's events.
         self._mount_changes: list[tuple[MountChange, str]] = []  # (change, fs object path)
         self._generation_sent = -1
-        self._estimated_at: dict[DevNum, float] = {}  # when FillRate/SecondsToFull last went
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------- from the daemon
 
@@ -274,7 +162,7 @@ class DbusPublisher:
         obj = FileSystemObject(self.states.get, dev)
         self.objects[dev] = obj
         self._by_path[path] = obj
-        self._sent[dev] = obj.values()
+        self._news.exported(dev, obj.values())
         self._bus.export(path, obj)
         self._unborn_paths.pop(path, None)
         held = self._unborn.pop(dev, [])
@@ -286,8 +174,7 @@ class DbusPublisher:
         self._unborn_paths.pop(fs_object_path(dev), None)
         obj = self.objects.pop(dev, None)
         self._by_path.pop(fs_object_path(dev), None)
-        self._sent.pop(dev, None)
-        self._estimated_at.pop(dev, None)
+        self._news.removed(dev)
         self._dirty.discard(dev)
         if obj is not None and self._bus is not None:
             self._bus.unexport(fs_object_path(dev), obj)
@@ -295,15 +182,9 @@ class DbusPublisher:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self, started: Callable[[], None]) -> None:
-        bus_type, address = bus_type_and_address(self.bus_name)
-        bus = ObjectManagerBus(bus_address=address, bus_type=bus_type)
-        try:
-            await bus.connect()
-        except (OSError, DBusError, ValueError) as e:
-            raise FsmondError(connect_error(self.bus_name, e)) from e
-        make_nonblocking(bus)
+        bus = await connect(self.bus_name)
         self._bus = bus
-        bus.add_message_handler(self._privileged_call)
+        bus.add_message_handler(PrivilegedCalls(bus, self.control))
         bus.export(ROOT_PATH, self.manager)
         for dev in self.states:
             self._add_object(dev)
@@ -312,15 +193,7 @@ class DbusPublisher:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._send_events())
                 tg.create_task(self._flush_state())
-                reason: BaseException | str = "closed"
-                try:
-                    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-                except (EOFError, OSError) as e:  # how dbus-fast says the peer went away
-                    reason = e
-                # The bus went away: exit non-zero so systemd restarts us and
-                # everything is exported again on the new bus.
-                raise FsmondError(
-                    f"lost the connection to the {self.bus_name} bus ({reason!r})")
+                await until_lost(bus, self.bus_name)
         finally:
             if bus.connected:
                 bus.disconnect()
@@ -396,34 +269,10 @@ class DbusPublisher:
             obj = self.objects.get(dev)
             if obj is None:
                 continue
-            now = obj.values()
-            before = self._sent.get(dev, {})
-            changed = {k: v for k, v in now.items()
-                       if before.get(k) != v and k not in CONST_PROPERTIES}
-            self._hold_estimates(dev, before, now, changed)
-            _hold_figures(before, now, changed)
-            self._sent[dev] = now
+            changed = self._news.changed(dev, obj.values())
             if changed:
-                self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, {
-                    k: (FS_PROPERTIES[k][0], v) for k, v in changed.items()})
+                self._properties_changed(fs_object_path(dev), FILESYSTEM_IFACE, changed)
         self._dirty.clear()
-
-    def _hold_estimates(self, dev: DevNum, before: dict[str, Any], now: dict[str, Any],
-                        changed: dict[str, Any]) -> None:
-        """Take out of `changed` (and put back in `now` as sent) the estimates
-        whose change is no news yet."""
-        moved = [k for k in ESTIMATES if k in changed]
-        if not moved:
-            return
-        t = time.monotonic()
-        if any(_turned(k, before.get(k), now[k]) for k in moved) or (
-                t - self._estimated_at.get(dev, -ESTIMATE_SPACING) >= ESTIMATE_SPACING
-                and any(_moved_much(before.get(k), now[k]) for k in moved)):
-            self._estimated_at[dev] = t
-            return
-        for k in moved:
-            del changed[k]
-            now[k] = before[k]
 
     def _message(self, path: str, interface: str, member: str, sig: str,
                  body: list[Any]) -> bytes:
@@ -444,56 +293,3 @@ class DbusPublisher:
     def _properties_changed(self, path: str, interface: str, values: wire.Fields) -> None:
         self._send_raw(self._message(path, "org.freedesktop.DBus.Properties",
                                      "PropertiesChanged", "sa{sv}as", [interface, values, []]))
-
-    # ------------------------------------------------------ privileged calls
-
-    def _privileged_call(self, msg: Message) -> bool:
-        """AddWatch/RemoveWatch/Reload: check the caller's uid before anything.
-        GetManagedObjects on the Manager's path: refused, naming the right one."""
-        if msg.message_type is not MessageType.METHOD_CALL or msg.path != ROOT_PATH:
-            return False
-        if msg.member == "GetManagedObjects" and msg.interface in (OBJECT_MANAGER, None):
-            assert self._bus is not None
-            self._bus.send(Message.new_error(
-                msg, "org.freedesktop.DBus.Error.UnknownMethod",
-                f"the ObjectManager of fsmond's file systems is at {OBJECTS_PATH}"))
-            return True
-        if msg.interface not in (MANAGER_IFACE, None) or msg.member not in PRIVILEGED:
-            return False
-        self._spawn(self._answer_privileged(msg))
-        return True
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer_privileged(self, msg: Message) -> None:
-        bus = self._bus
-        assert bus is not None
-        try:
-            reply = await bus.call(Message(
-                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus", member="GetConnectionUnixUser",
-                signature="s", body=[msg.sender]))
-            if reply is None or reply.message_type is not MessageType.METHOD_RETURN:
-                raise DBusError(f"{BUS_NAME}.Error.AccessDenied", "cannot tell who the caller is")
-            if reply.body[0] != 0:
-                raise DBusError(f"{BUS_NAME}.Error.AccessDenied",
-                                f"{msg.member} is for root only (caller uid {reply.body[0]})")
-            member = msg.member or ""
-            if msg.signature != PRIVILEGED[member]:
-                raise DBusError(f"{BUS_NAME}.Error.InvalidArgs",
-                                f"{member} takes ({PRIVILEGED[member]}), not ({msg.signature})")
-            with translate():
-                if msg.member == "AddWatch":
-                    path = self.control.add_watch(*msg.body)
-                    bus.send(Message.new_method_return(msg, "o", [path]))
-                    return
-                if msg.member == "RemoveWatch":
-                    self.control.remove_watch(msg.body[0])
-                else:
-                    self.control.reload()
-            bus.send(Message.new_method_return(msg))
-        except DBusError as e:
-            bus.send(Message.new_error(msg, e.type, e.text))

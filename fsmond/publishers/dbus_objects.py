@@ -1,7 +1,7 @@
 """The exported D-Bus objects: Manager and FileSystem (SPEC section 5).
 
 The Manager answers queries through the daemon's `Control`; the privileged methods
-are declared here for introspection but answered by DbusPublisher's message
+are declared here for introspection but answered by dbus_privileged's message
 handler, which checks the caller's uid first. FileSystem properties are
 generated from dbus_convert.FS_PROPERTIES so the list lives in one place,
 and read from the latest FsState the publisher has of the file system.
@@ -121,7 +121,7 @@ class ManagerObject(ServiceInterface):
     def ListWatches(self) -> DictList:
         return [vardict({**w, "id": Variant("o", w["id"])}) for w in self.control.watches()]
 
-    # Answered by DbusPublisher._privileged_call after the uid check; these
+    # Answered by dbus_privileged.PrivilegedCalls after the uid check; these
     # bodies exist for introspection and are never reached.
     @dbus_method()
     def AddWatch(self, mount_point: DBusStr, classes: StrList, lower: DBusStr,

@@ -22,41 +22,16 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from tests.notify.spec_server import FileManager1, Notifications
-from tests.publishers.buses import PERMISSIVE
 from tests.running import first_match, wait_until
 
 NOTIFICATIONS = "org.freedesktop.Notifications"
 DUNSTRC = Path(__file__).parent / "dunstrc"
 
 
-
-
 def has_owner(address: str, name: str) -> bool:
     r = subprocess.run(["busctl", f"--address={address}", "status", name],
                        capture_output=True, text=True)
     return r.returncode == 0
-
-
-@contextmanager
-def bus_at(socket: Path) -> Iterator[str]:
-    """A session bus listening at a path of our choosing, so that a test can
-    stop it and start another at the same address (a session ending and a new
-    one beginning, as the agent sees it)."""
-    conf = socket.with_suffix(".conf")
-    conf.write_text(PERMISSIVE.format(sock=socket))
-    proc = subprocess.Popen(["dbus-daemon", "--nofork", "--print-address",
-                             f"--config-file={conf}"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert address.startswith("unix:"), address
-        yield f"unix:path={socket}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        socket.unlink(missing_ok=True)
 
 
 @contextmanager

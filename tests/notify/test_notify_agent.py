@@ -28,7 +28,6 @@ from tests.notify.servers import (
     NotificationsMonitor,
     SpecServer,
     agent,
-    bus_at,
     dunst,
     summary,
     urgency,
@@ -279,7 +278,7 @@ def test_the_session_bus_going_away_and_back_shows_what_is_still_true(
     socket = tmp_path / "session-bus"
     with xvfb() as display, tmpfs(tmp_path / "t", "size=10m") as t, \
             fsmond(cfg, bus=system_bus), ExitStack() as first:
-        address = first.enter_context(bus_at(socket))
+        address = first.enter_context(dbus_daemon(socket=socket))
         first.enter_context(dunst(address, display))
         mon = NotificationsMonitor(address)
         first.callback(mon.close)
@@ -289,7 +288,7 @@ def test_the_session_bus_going_away_and_back_shows_what_is_still_true(
             before = mon.wait_for(lambda c: c.member == "Notify")
             first.close()  # the session bus and its server go
             a.wait_log("the session bus went away")
-            with bus_at(socket):
+            with dbus_daemon(socket=socket):
                 mon = NotificationsMonitor(address)  # before the server: sees all it gets
                 try:
                     with dunst(address, display):

@@ -39,27 +39,33 @@ PIDS: dict[str, int] = {}  # address -> the dbus-daemon's pid, while it runs
 
 @contextmanager
 def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY,
-                activates: dict[str, str] | None = None) -> Iterator[str]:
-    """A dbus-daemon of its own; yields its address. The socket's folder is
+                activates: dict[str, str] | None = None,
+                socket: Path | None = None) -> Iterator[str]:
+    """A dbus-daemon of its own; yields its address, the path of its socket
+    (`socket`, or one in a folder of its own). The socket's folder is
     world-searchable so tests can call it as an unprivileged uid too.
-    `activates` maps bus names to the command that D-Bus activation runs."""
+    `activates` maps bus names to the command that D-Bus activation runs.
+    A bus at a `socket` of the test's choosing can be stopped and another
+    started at the same address (a session ending and a new one beginning)."""
     folder = tempfile.mkdtemp(prefix="fsmond-bus-")
     os.chmod(folder, 0o755)
+    socket = socket or Path(folder) / "bus"
     conf = Path(folder) / "bus.conf"
     services = Path(folder) / "services"
     services.mkdir()
     for name, command in (activates or {}).items():
         (services / f"{name}.service").write_text(
             f"[D-BUS Service]\nName={name}\nExec={command}\n")
-    conf.write_text(template.format(sock=f"{folder}/bus", policy=policy).replace(
+    conf.write_text(template.format(sock=socket, policy=policy).replace(
         "</busconfig>", f"<servicedir>{services}</servicedir></busconfig>"))
     proc = subprocess.Popen(["dbus-daemon", "--nofork", "--print-address",
                              f"--config-file={conf}"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
-        address = proc.stdout.readline().strip()
-        assert address.startswith("unix:"), address
-        os.chmod(f"{folder}/bus", 0o777)
+        printed = proc.stdout.readline().strip()  # once it listens
+        assert printed.startswith("unix:"), printed
+        os.chmod(socket, 0o777)
+        address = f"unix:path={socket}"  # no guid: a bus started again has another
         PIDS[address] = proc.pid
         try:
             yield address
@@ -71,6 +77,7 @@ def dbus_daemon(template: str = PERMISSIVE, policy: Path = POLICY,
         if proc.stdout is not None:
             proc.stdout.close()
         shutil.rmtree(folder, ignore_errors=True)
+        socket.unlink(missing_ok=True)
 
 
 def busctl(address: str, *args: str, uid: int | None = None, check: bool = True,
