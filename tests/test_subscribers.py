@@ -141,8 +141,10 @@ def test_an_idle_file_system_says_nothing_and_a_burst_says_little(
 
 
 def test_a_file_system_that_does_not_answer_appears_unresponsive(tmp_path: Path) -> None:
-    """Its object waits for statvfs_timeout, then appears with Responsive
-    false (and Sampled false: its figures are unknown, not zero)."""
+    """fsmond is there (its bus name) once every file system has answered or
+    was found unresponsive: a client's first look finds the hung one's object
+    with Responsive false (and Sampled false: its figures are unknown, not
+    zero) beside the sampled one."""
     base = tmp_path / "w"
     with fuse_server(base / "fuse") as server:
         server.send_signal(signal.SIGSTOP)  # every statvfs of it now hangs
@@ -150,11 +152,11 @@ def test_a_file_system_that_does_not_answer_appears_unresponsive(tmp_path: Path)
         with dbus_daemon() as bus, tmpfs(base / "t", "size=10m") as t, \
                 fsmond(cfg, bus=bus) as p, glib_objects(bus) as app:
             hung = p.wait_for(lambda e: e["name"] == "unresponsive")["fs"]
-            line = app.expect(lambda s: s.startswith(f"added {hung} ")).split()
-            assert line[3:] == ["False", "False"], line  # Sampled, Responsive
-            added = [s.split() for s in app.seen if s.startswith("added ")]
-            assert [a[1] for a in added] == [fs_path(t), hung], added
-            assert int(added[0][2]) > 0
+            added = {a[1]: a[2:] for s in app.seen if s.startswith("added ")
+                     for a in [s.split()]}
+            assert sorted(added) == sorted([fs_path(t), hung]), added
+            assert added[hung][1:] == ["False", "False"], added  # Sampled, Responsive
+            assert int(added[fs_path(t)][0]) > 0 and added[fs_path(t)][1:] == ["True", "True"]
 
 
 def test_space_figures_go_when_they_move_visibly(tmp_path: Path) -> None:
