@@ -113,7 +113,7 @@ class Daemon:
             self.members.look_for(obs.device)
         now = self._now()
         if self.tracer is not None:
-            self.tracer.write(obs, now + self.engine.wall_offset)  # replayed on wall time
+            self.tracer.write(obs, now + self.engine.stamps.wall_offset)  # replayed on wall time
         step = self.engine.process(obs, now)
         if self._batch is not None:
             self._batch = self._batch.then(step)
@@ -140,10 +140,10 @@ class Daemon:
         self._deliver(step)
 
     def _now(self) -> float:
-        """The engine's clock, monotonic (see Engine.wall_offset), with the wall
+        """The engine's clock, monotonic (engine/stamps.py), with the wall
         clock's lead brought up to date for the events' time."""
         now = time.monotonic()
-        self.engine.wall_offset = time.time() - now
+        self.engine.stamps.wall_offset = time.time() - now
         return now
 
     def _deliver(self, step: Step) -> None:

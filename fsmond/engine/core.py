@@ -41,11 +41,11 @@ from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_
 from fsmond.engine.globs import is_glob
 from fsmond.engine.mount_index import MountIndex
 from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
+from fsmond.engine.stamps import Stamps
 from fsmond.engine.step import FsState, Step, snapshot
 from fsmond.engine.watches import Policy
 from fsmond.errors import InvalidArgsError, NotFoundError
 from fsmond.events import (
-    CLASSES,
     DeviceChange,
     DevNum,
     ErrorHistory,
@@ -61,8 +61,6 @@ from fsmond.events import (
     SuperOptions,
     Unresponsive,
     WriteFailure,
-    dev_str,
-    fs_object_path,
 )
 
 
@@ -83,13 +81,9 @@ class Engine:
         self.watches = self.index.watches
         self.merge_wait = merge_wait  # see FileSystem.merge_wait
         self.filesystems: dict[DevNum, FileSystem] = {}
-        self.seq = 0
-        # `now` in every call is the caller's clock for durations (fill rates,
-        # error windows); an event's time is now + wall_offset. The daemon runs
-        # the engine on the monotonic clock, so that a step of the wall clock
-        # (NTP at boot) neither silences errors for the length of the step nor
-        # bends a fill rate, and sets wall_offset to the wall clock's lead.
-        self.wall_offset = 0.0
+        # Numbers and times events: `now` in every call is the caller's clock
+        # for durations; see engine/stamps.py for the wall clock's part.
+        self.stamps = Stamps()
         self.started = False
         self._history: dict[DevNum, ErrorHistory] = {}
         self._unowned = Folds()  # traced failures no watched file system owns
@@ -146,7 +140,7 @@ class Engine:
             notices = []
         self._updates.fs_changed.add(fs.device)
         self._note_risk(fs)
-        return self._number(fs, notices, now)
+        return self.stamps.of(fs, notices, now)
 
     def tick(self, now: float) -> Step:
         """Publish folded error and failure counts whose window has ended."""
@@ -158,7 +152,7 @@ class Engine:
             notices = fs.flush(now)
             if notices:
                 self._updates.fs_changed.add(fs.device)
-                out += self._number(fs, notices, now)
+                out += self.stamps.of(fs, notices, now)
         return out
 
     def next_deadline(self) -> float | None:
@@ -287,11 +281,11 @@ class Engine:
             # Straight to an Event: a storm makes 15,000 of these.
             per_mount = id(c) not in own
             if c.kind == ADDED:
-                out.append(self._event(fs, "info", "mounted", {
+                out.append(self.stamps.one(fs, "info", "mounted", {
                     "options": e.options, "super_options": e.super_options,
                     "mount_id": e.mount_id}, now, e.mount_point, per_mount=per_mount))
             else:
-                out.append(self._event(fs, "info", "unmounted", {"mount_id": e.mount_id}, now,
+                out.append(self.stamps.one(fs, "info", "unmounted", {"mount_id": e.mount_id}, now,
                                        e.mount_point, per_mount=per_mount))
         return out
 
@@ -316,7 +310,7 @@ class Engine:
         if old.mount_point != new.mount_point:
             notices.append(Notice("info", "moved", {
                 "old_mount_point": old.mount_point, "mount_id": new.mount_id}))
-        return self._number(fs, notices, now, new.mount_point)
+        return self.stamps.of(fs, notices, now, new.mount_point)
 
     def _refresh(self, devices: Iterable[DevNum], now: float,
                  gone_first: dict[DevNum, str] | None = None) -> list[Event]:
@@ -328,7 +322,7 @@ class Engine:
             found = self.index.watch_of(dev)
             if found is None:
                 if fs is not None:
-                    out += self._number(fs, [self._watch_notice("watch-removed", fs)], now,
+                    out += self.stamps.of(fs, [self._watch_notice("watch-removed", fs)], now,
                                         fs.mount_points[0] if fs.mount_points
                                         else (gone_first or {}).get(dev, ""))
                     self._set_members(fs, ())
@@ -352,14 +346,14 @@ class Engine:
                 notices = [self._watch_notice("watch-added", fs)]
                 if fs.read_only and _forced(top.super_options):
                     notices.append(fs.read_only_notice("superblock", top.super_options))
-                out += self._number(fs, notices, now)
+                out += self.stamps.of(fs, notices, now)
                 continue
             fs.mount_points = points
             self._updates.fs_changed.add(dev)
             if spec != fs.watch:
                 # New classes or levels: said first, then what they change at once.
                 notices = fs.set_watch(spec)
-                out += self._number(fs, [self._watch_notice("watch-added", fs), *notices], now)
+                out += self.stamps.of(fs, [self._watch_notice("watch-added", fs), *notices], now)
                 self._note_risk(fs)
         return out
 
@@ -398,8 +392,8 @@ class Engine:
                 "devnode": obs.devnode, "subsystem": obs.subsystem,
                 "properties": dict(obs.properties)})
             if fs is None:
-                return [self._make(notice, now, obs.device, obs.devnode)]
-            return self._number(fs, [notice], now)
+                return [self.stamps.unowned(notice, now, obs.device, obs.devnode)]
+            return self.stamps.of(fs, [notice], now)
         if fs is None:
             # A device with no watched file system (a whole disk, an unmounted one):
             # still worth saying, not folded, attached to no object.
@@ -409,12 +403,12 @@ class Engine:
                                 "function": obs.function, "message": obs.message,
                                 "source": obs.source, "devname": obs.devname},
                             pid=obs.pid, comm=obs.comm)
-            return [self._make(notice, now, obs.device, obs.devname)]
+            return [self.stamps.unowned(notice, now, obs.device, obs.devname)]
         notices = fs.on_report(obs, now)
         self._note_risk(fs)
         if notices:  # a held error changes nothing a publisher shows yet
             self._updates.fs_changed.add(fs.device)
-        return self._number(fs, notices, now)
+        return self.stamps.of(fs, notices, now)
 
     def _on_write_failure(self, f: WriteFailure, now: float) -> list[Event]:
         dev, how = attribute(f, self._device_of_mount, self.filesystems)
@@ -428,7 +422,7 @@ class Engine:
         self._updates.fs_changed.add(fs.device)
         notices = fs.on_write_failure(f, how, now)
         self._note_risk(fs)
-        return self._number(fs, notices, now)
+        return self.stamps.of(fs, notices, now)
 
     def _device_of_mount(self, mount_id: int) -> DevNum | None:
         """A mount's file system, or None for one that cannot run out of space."""
@@ -440,38 +434,12 @@ class Engine:
     def _unowned_failure(self, folded: Folded, now: float) -> Event:
         f = folded.last
         name = "quota-exceeded" if folded.errno == EDQUOT else "no-space"
-        return self._make(Notice("warn", name, folded.details(), pid=f.pid, comm=f.comm), now,
-                          None, "trace")
+        notice = Notice("warn", name, folded.details(), pid=f.pid, comm=f.comm)
+        return self.stamps.unowned(notice, now, None, "trace")
 
     def note(self, cls: str, name: str, details: dict[str, Any], now: float) -> Event:
         """An event of the daemon itself (a config error), attached to no file system."""
-        return self._make(Notice(cls, name, details), now, None, "fsmond")
-
-    # --------------------------------------------------------------- numbering
-
-    def _number(
-        self, fs: FileSystem, notices: list[Notice], now: float, mount_point: str | None = None
-    ) -> list[Event]:
-        if mount_point is None:
-            mount_point = fs.mount_points[0] if fs.mount_points else ""
-        return [self._event(fs, n.cls, n.name, n.details, now, mount_point, n.source, n.pid, n.comm)
-                for n in notices if n.cls not in CLASSES or n.cls in fs.watch.classes]
-
-    def _event(self, fs: FileSystem, cls: str, name: str, details: dict[str, Any], now: float,
-               mount_point: str, source: str = "", pid: int = 0, comm: str = "",
-               per_mount: bool = False) -> Event:
-        """A numbered event of a watched file system."""
-        self.seq += 1
-        return Event(self.seq, now + self.wall_offset, cls, name, fs_object_path(fs.device),
-                     mount_point, fs.fstype, source or fs.source, dev_str(fs.device), pid,
-                     comm, details, per_mount)
-
-    def _make(self, n: Notice, now: float, device: DevNum | None, source: str) -> Event:
-        """A numbered event that no watched file system owns."""
-        self.seq += 1
-        return Event(seq=self.seq, time=now + self.wall_offset, cls=n.cls, name=n.name,
-                     source=source, device=dev_str(device), pid=n.pid, comm=n.comm,
-                     details=n.details)
+        return self.stamps.unowned(Notice(cls, name, details), now, None, "fsmond")
 
 
 def _forced(super_options: str) -> bool:
