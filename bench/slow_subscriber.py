@@ -62,13 +62,17 @@ class SlowSubscriber:
             os.kill(self.proc.pid, signal.SIGSTOP)
             self._stop.wait(1 - SLOW_RUN)
 
-    def release(self, drain: float = 10.0) -> tuple[bool, int]:
-        """Let it read again; after `drain` seconds: (still connected, fsmond's
-        signals it received)."""
+    def resume(self) -> None:
+        """Read at full speed again."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         os.kill(self.proc.pid, signal.SIGCONT)
+
+    def release(self, drain: float = 10.0) -> tuple[bool, int]:
+        """Let it read again; once it has read all (or after `drain` seconds):
+        (still connected, fsmond's signals it received)."""
+        self.resume()
         before = -1
         for _ in range(int(drain * 2)):  # until it has read everything
             time.sleep(0.5)

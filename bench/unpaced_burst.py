@@ -21,10 +21,12 @@ After the burst each waits for a Ping to the bus to be answered (the bus
 has read everything before it). The subscriber (bench/slow_subscriber.py,
 a `gdbus monitor` of fsmond's name) is stopped through the burst
 (`--subscriber stopped`) or runs 0.1 s a second (`slow`), and is let go
-at the end. Root is not needed.
+at the end, or after `--hold` seconds: a bus that stops reading from a
+sender until a subscriber reads (dbus-daemon past its limits) would
+otherwise wait for ever. Root is not needed.
 
     .venv/bin/python bench/unpaced_burst.py [--signals 30000 100000] [--runs 3]
-        [--subscriber stopped|slow] [--system-limits]
+        [--subscriber stopped|slow] [--system-limits] [--hold 30]
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -160,7 +163,8 @@ def one(way: str, address: str, pairs: int) -> None:
     print(json.dumps(out), flush=True)
 
 
-def measure(way: str, signals: int, mode: str, system_limits: bool) -> dict[str, Any]:
+def measure(way: str, signals: int, mode: str, system_limits: bool, hold: float
+            ) -> dict[str, Any]:
     bus, address = private_bus(system_limits=system_limits)
     child = subprocess.Popen([sys.executable, __file__, "--one", way, "--address", address,
                               "--signals", str(signals)], stdin=subprocess.PIPE,
@@ -172,12 +176,17 @@ def measure(way: str, signals: int, mode: str, system_limits: bool) -> dict[str,
             sys.exit(f"{way}: the sender did not start")
         subscriber = SlowSubscriber(address, mode)
         subscriber.hold()
+        timer = threading.Timer(hold, subscriber.resume)
         bus_cpu0 = _cpu_of(bus.pid)
         child.stdin.write("go\n")
         child.stdin.flush()
+        timer.start()
         out: dict[str, Any] = json.loads(child.stdout.readline())
+        timer.cancel()
         out["bus cpu s"] = _cpu_of(bus.pid) - bus_cpu0
         out["bus peak MB"] = peak_rss_mb(bus.pid)
+        if out["all read s"] > hold:
+            out["note"] = f"all read only once the subscriber read again ({hold:.0f} s)"
         connected, received = subscriber.release(30)
         out["subscriber"] = f"{'connected' if connected else 'DISCONNECTED'}, got {received}"
         return out
@@ -202,6 +211,8 @@ def main() -> None:
     ap.add_argument("--subscriber", choices=MODES, default="stopped")
     ap.add_argument("--system-limits", action="store_true",
                     help="dbus-daemon with the system bus's limits (127 MB)")
+    ap.add_argument("--hold", type=float, default=30.0,
+                    help="seconds the subscriber is held at most")
     ap.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
     ap.add_argument("--address", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -211,7 +222,7 @@ def main() -> None:
     for signals in args.signals:
         for run in range(args.runs):
             for way in args.ways:  # alternated within each run
-                r = measure(way, signals, args.subscriber, args.system_limits)
+                r = measure(way, signals, args.subscriber, args.system_limits, args.hold)
                 error = r.pop("error")
                 print(f"{signals} signals, run {run + 1}, {way:17}: "
                       + (f"DIED ({error})" if error else "SURVIVED") + ", "
