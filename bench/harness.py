@@ -132,13 +132,29 @@ FLOOR_COMMAND = (sys.executable, str(Path(__file__).parent / "mount_floor.py"))
 BROKERS = ("dbus-daemon", "dbus-broker")
 
 
-def private_bus(broker: str = "dbus-daemon") -> tuple[subprocess.Popen[str], str]:
+# A bus of the session's kind with dbus-daemon's own limits, which are the
+# system bus's (system.conf keeps them; session.conf raises them to 1 GB):
+# 127 MB queued from or for one connection.
+SYSTEM_LIMITS = """<busconfig><type>session</type><listen>unix:tmpdir=/tmp</listen>
+<auth>EXTERNAL</auth><policy context="default"><allow user="*"/><allow own="*"/>
+<allow send_destination="*" eavesdrop="true"/><allow eavesdrop="true"/></policy></busconfig>"""
+
+
+def private_bus(broker: str = "dbus-daemon", system_limits: bool = False
+                ) -> tuple[subprocess.Popen[str], str]:
     """A session bus of the benchmark's own: the reference dbus-daemon (the
     system bus of Debian and Ubuntu), or dbus-broker (Fedora's, Arch's).
-    Stopping the returned process stops the bus."""
+    `system_limits`: dbus-daemon with the system bus's limits on what it
+    queues. Stopping the returned process stops the bus."""
     if broker == "dbus-broker":
         return _dbus_broker()
-    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address"],
+    config = ["--session"]
+    if system_limits:
+        conf = Path(tempfile.mkstemp(prefix="fsmond-bus-", suffix=".conf")[1])
+        conf.write_text(SYSTEM_LIMITS)
+        atexit.register(conf.unlink, True)
+        config = [f"--config-file={conf}"]
+    bus = subprocess.Popen(["dbus-daemon", *config, "--nofork", "--print-address"],
                            stdout=subprocess.PIPE, text=True)
     assert bus.stdout is not None
     return bus, bus.stdout.readline().strip()

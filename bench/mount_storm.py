@@ -13,7 +13,9 @@ With --no-publisher, fsmond publishes nowhere: its sources and engine alone.
 
     sudo .venv/bin/python bench/mount_storm.py [--mounts 15000] [--backend fanotify|mountinfo]
         [--lone] [--without-findmnt] [--floor] [--broker dbus-daemon|dbus-broker]
-        [--no-publisher]
+        [--no-publisher] [--dbus-library dbus-fast|dbus-fast+ping|sdbus]
+        [--slow-subscriber stopped|slow]
+        [--system-limits]
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ from bench.harness import (
     user_system_seconds,
 )
 from bench.sched_trace import Trace, time_in_states
+from bench.slow_subscriber import MODES, SlowSubscriber, peak_rss_mb
+
+# How fsmond is started: as it is; with a Ping to the bus added to its pacing;
+# with its D-Bus publisher on python-sdbus (a prototype). Issue 22.
+LAUNCHERS = {"dbus-fast": ["-m", "fsmond"],
+             "dbus-fast+ping": [str(Path(__file__).parent / "ping_paced.py")],
+             "sdbus": [str(Path(__file__).parent / "sdbus_publisher.py")]}
 
 LONE_PAIRS = 3  # findmnt may come out of a storm behind: its first lone change shows it
 
@@ -156,6 +165,17 @@ def main() -> None:
     ap.add_argument("--unwatched", action="store_true",
                     help="the storm's file system is not watched: no per-mount events, only "
                     "the mount table and MountsChanged (lag read from Generation over D-Bus)")
+    ap.add_argument("--dbus-library", choices=list(LAUNCHERS), default="dbus-fast",
+                    help="fsmond's D-Bus publisher as it is (dbus-fast), with a Ping to the "
+                    "bus every 256 signals (bench/ping_paced.py), or the prototype on "
+                    "python-sdbus that sends the same signals (bench/sdbus_publisher.py)")
+    ap.add_argument("--slow-subscriber", choices=MODES,
+                    help="a subscriber to every signal of fsmond's that does not read "
+                    "through the storms (stopped) or reads 0.1 s a second (slow): "
+                    "bench/slow_subscriber.py")
+    ap.add_argument("--system-limits", action="store_true",
+                    help="dbus-daemon with the system bus's limits (127 MB queued for or "
+                    "from a connection) rather than the session bus's 1 GB")
     args = ap.parse_args()
     if args.unwatched and not args.dbus:
         sys.exit("--unwatched measures through D-Bus")
@@ -174,10 +194,10 @@ def main() -> None:
     # With D-Bus on, fsmond publishes there only and its catch-up is the last
     # Event signal a dbus-monitor sees (Generation, when the storm is
     # unwatched and makes no events); without, it prints events.
-    fsmond_cmd = [sys.executable, "-m", "fsmond", "--config", str(cfg)]
+    fsmond_cmd = [sys.executable, *LAUNCHERS[args.dbus_library], "--config", str(cfg)]
     bus, address = None, ""
     if args.dbus:
-        bus, address = private_bus(args.broker)
+        bus, address = private_bus(args.broker, args.system_limits)
         fsmond_cmd += ["--bus", address]
     elif args.no_publisher:
         fsmond_cmd += ["--no-dbus"]
@@ -199,6 +219,8 @@ def main() -> None:
                                      "--profile",
                                      "type='signal',interface='org.fsmond.FsMon1.Manager',"
                                      "member='Event'"], "Event")
+    slow = SlowSubscriber(address, args.slow_subscriber) \
+        if args.dbus and args.slow_subscriber else None
     sampler = None
 
     def sample() -> subprocess.Popen[bytes]:
@@ -226,6 +248,7 @@ def main() -> None:
     sends = Trace(work, {
         "syscalls/sys_enter_sendto": f"common_pid == {pid}",
         "syscalls/sys_enter_sendmsg": f"common_pid == {pid}",
+        "syscalls/sys_enter_writev": f"common_pid == {pid}",  # sd-bus's
         "sched/sched_switch": f"prev_pid == {pid} || next_pid == {pid} || "
                               f"prev_pid == {bus_pid} || next_pid == {bus_pid}",
         "sched/sched_wakeup": f"pid == {pid} || pid == {bus_pid}"}) if monitor is not None else None
@@ -238,6 +261,8 @@ def main() -> None:
     lone_cpu0: dict[str, float] = {}
     if sends is not None:
         sends.start()
+    if slow is not None:
+        slow.hold()
     for phase, mount, count in phases:
         if phase.startswith("lone"):
             settle(watchers)
@@ -289,6 +314,16 @@ def main() -> None:
                                           time_in_states(sends.text, p, end, sent[-1]).items())
                     for who, p in (("fsmond's main thread", pid), (args.broker, bus_pid))))
     bus_cpu = cpu_seconds(bus_pid) - bus_cpu0 if bus is not None else 0.0
+    peaks = [f"fsmond {peak_rss_mb(fsmond.proc.pid):.0f} MB"] + (
+        [f"{args.broker} {peak_rss_mb(bus_pid):.0f} MB"] if bus is not None else [])
+    if slow is not None:
+        connected, received = slow.release()
+        slow.stop()
+        print(f"slow subscriber ({args.slow_subscriber}): "
+              f"{'still connected' if connected else 'DISCONNECTED'}, received {received} "
+              f"of fsmond's signals", file=sys.stderr)
+    if fsmond.proc.poll() is not None:
+        print(f"fsmond ENDED (exit status {fsmond.proc.returncode})", file=sys.stderr)
     threads = thread_cpu_seconds(fsmond.proc.pid)  # since its start, start-up included
     if sampler is not None:
         sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -305,7 +340,8 @@ def main() -> None:
         print(f"{'cpu s':12} {w.name:22} {cpu[w.name]:7.2f}  (in the kernel {kernel[w.name]:.2f})")
     print(f"fsmond since its start: main thread {threads[0]:.2f} CPU s, "
           f"worker threads (statmount, mountinfo reads) {threads[1]:.2f}"
-          + (f"; {args.broker} over the storm {bus_cpu:.2f} CPU s" if bus is not None else ""))
+          + (f"; {args.broker} over the storm {bus_cpu:.2f} CPU s" if bus is not None else "")
+          + "; peak memory " + ", ".join(peaks))
     if args.lone:
         changes = len(phases) - 1
         seen = {name: [lag for phase, n, lines, lag in rows

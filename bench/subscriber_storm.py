@@ -13,6 +13,10 @@ Both apps run under the distribution's python3 (python3-gi). CPU seconds
 three are idle again.
 
     sudo .venv/bin/python bench/subscriber_storm.py [--mounts 10000 15000]
+        [--dbus-library dbus-fast|sdbus]
+
+With --dbus-library sdbus, fsmond's D-Bus publisher is the python-sdbus
+prototype (bench/sdbus_publisher.py), which sends the same signals.
 """
 
 from __future__ import annotations
@@ -72,12 +76,14 @@ class App:
         self.proc.wait(10)
 
 
-def one_storm(n: int, backend: str) -> dict[str, float]:
+def one_storm(n: int, backend: str, library: str = "dbus-fast") -> dict[str, float]:
     work = storm_dir("fsmond-subscriber-storm-", n)
     bus, address = private_bus()
     fsmond = start_fsmond(work, f'[daemon]\nmount_backend = "{backend}"\nkmsg = false\n'
                           f'udev = false\nfanotify_errors = false\n'
-                          f'[[watch]]\npath = "{work}"\n', "--bus", address)
+                          f'[[watch]]\npath = "{work}"\n', "--bus", address,
+                          launcher=("-m", "fsmond") if library == "dbus-fast"
+                          else (str(HERE / "sdbus_publisher.py"),))
     objects = mounts = None
     try:
         objects = App("glib_objects.py", address)
@@ -112,10 +118,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mounts", type=int, nargs="+", default=[10000, 15000])
     ap.add_argument("--backend", default="fanotify", choices=["fanotify", "mountinfo"])
+    ap.add_argument("--dbus-library", choices=["dbus-fast", "sdbus"], default="dbus-fast")
     args = ap.parse_args()
     private_namespace()
     for n in args.mounts:
-        cpu = one_storm(n, args.backend)
+        cpu = one_storm(n, args.backend, args.dbus_library)
         print(f"{n:6} mounts: cpu s  fsmond {cpu['fsmond']:6.2f}  ObjectManager app "
               f"{cpu['objects']:6.2f}  GUnixMountMonitor app {cpu['mounts']:6.2f}  "
               f"({ratio(cpu['mounts'], cpu['objects'])} the ObjectManager app's)", flush=True)
