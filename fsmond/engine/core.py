@@ -40,7 +40,7 @@ from fsmond.engine.enospc import EDQUOT, Folded, Folds, attribute
 from fsmond.engine.filesystems import FileSystem, Notice, WatchSpec, superblock_read_only
 from fsmond.engine.globs import is_glob
 from fsmond.engine.mount_index import MountIndex
-from fsmond.engine.mounts import ADDED, CHANGED, REMOVED, MountChange
+from fsmond.engine.mounts import ADDED, CHANGED, MountChange
 from fsmond.engine.stamps import Stamps
 from fsmond.engine.step import FsState, Step, snapshot
 from fsmond.engine.watches import Policy
@@ -250,16 +250,14 @@ class Engine:
         batch = self.index.apply(obs)
         changes = batch.changes
         self._updates.mount_changes += changes
-        removed = [c for c in changes if c.kind == REMOVED]
-        others = [c for c in changes if c.kind != REMOVED]
         # Unmounts are reported while their file system still exists.
-        events = self._mount_events(removed, now, batch.own)
+        events = self._mount_events(batch.removed, now, batch.own)
         events += self._refresh(batch.devices, now, batch.gone_first)
-        events += self._mount_events(others, now, batch.own)
+        events += self._mount_events(batch.others, now, batch.own)
         # Covered or uncovered: looked at elsewhere now (FsState.sample_path),
         # though nothing of their own changed.
         fss = self.filesystems
-        self._updates.fs_changed.update(d for d in self.index.covered(changes) if d in fss)
+        self._updates.fs_changed.update(d for d in self.mounts.covered(changes) if d in fss)
         self.started = True
         return events
 

@@ -8,9 +8,7 @@ thousands of mounts per batch. From them come a file system's mount points
 (best name first), the mount it is looked at through, and its watch
 (engine/watches.py). For each batch `apply` also says which mount events are
 the file system's own (its first mount, its last unmount: clients that
-follow file systems want those, not each bind mount's) and which devices a
-change covered or uncovered (mounted over one of their mount points, or no
-longer).
+follow file systems want those, not each bind mount's).
 
 Invariant between batches: `keys` has the sorted keys of the mounts of every
 device with a mount, and no entry for a device with none (after `watch_of`
@@ -34,6 +32,8 @@ class Batch:
 
     changes: list[MountChange]
     devices: list[DevNum]  # of the changed mounts, in their order
+    removed: list[MountChange]  # the changes that are unmounts, in their order
+    others: list[MountChange]  # the rest (mounts and changed mounts)
     own: set[int] = field(default_factory=set)  # id() of the changes that are a device's own
     # A device's first mount point when this batch unmounted it: what its
     # watch-removed names once its mount points are gone.
@@ -51,7 +51,9 @@ class MountIndex:
             changes = self.table.apply_snapshot(obs)
         else:
             changes = self.table.apply_delta(obs)
-        batch = Batch(changes, list(dict.fromkeys(c.entry.device for c in changes)))
+        batch = Batch(changes, list(dict.fromkeys(c.entry.device for c in changes)),
+                      [c for c in changes if c.kind == REMOVED],
+                      [c for c in changes if c.kind != REMOVED])
         gone: dict[DevNum, list[MountKey]] = {}  # removed, until the device's next insertion
         for c in changes:
             dev = c.entry.device
@@ -81,34 +83,18 @@ class MountIndex:
             if c.kind != CHANGED:
                 dev = c.entry.device
                 net[dev] = net.get(dev, 0) + (1 if c.kind == ADDED else -1)
-        for c in reversed(batch.changes):
+        for c in reversed(batch.removed):
             dev = c.entry.device
-            if c.kind == REMOVED and not self.keys.get(dev) and dev in net:
+            if not self.keys.get(dev) and dev in net:
                 batch.own.add(id(c))
                 del net[dev]
         seen: set[DevNum] = set()
-        for c in batch.changes:
+        for c in batch.others:
             dev = c.entry.device
             if c.kind == ADDED and dev not in seen:
                 seen.add(dev)
                 if len(self.keys.get(dev, ())) == max(0, net.get(dev, 0)):
                     batch.own.add(id(c))
-
-    def covered(self, changes: list[MountChange]) -> list[DevNum]:
-        """Devices with a mount stacked at a changed mount point: a mount on top
-        of another one's mount point covers it, and its unmount uncovers it,
-        so the one below may now be looked at through another mount point (or
-        none). A storm's mounts each have a mount point of their own, which
-        costs it a lookup per change."""
-        out: list[DevNum] = []
-        mounts, stack_at = self.table.mounts, self.table.stack_at
-        for c in changes:
-            ids = stack_at(c.entry.mount_point)
-            if len(ids) > 1 or (ids and c.kind != ADDED):
-                out += [mounts[mid].device for mid in ids]
-            if c.old is not None and c.old.mount_point != c.entry.mount_point:  # moved
-                out += [mounts[mid].device for mid in stack_at(c.old.mount_point)]
-        return out
 
     def devices(self) -> list[DevNum]:
         """Every device with a mount."""

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from fsmond.errors import InvalidArgsError
-from fsmond.events import MountDelta, MountEntry, MountSnapshot, record
+from fsmond.events import DevNum, MountDelta, MountEntry, MountSnapshot, record
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
@@ -88,9 +88,21 @@ class MountTable:
         if not ids:
             self._by_point.pop(e.mount_point, None)
 
-    def stack_at(self, mount_point: str) -> list[int]:
-        """The ids of the mounts at a path, the visible one last (do not change it)."""
-        return self._by_point.get(mount_point, [])
+    def covered(self, changes: list[MountChange]) -> list[DevNum]:
+        """Devices with a mount stacked at a changed mount point: a mount on top
+        of another one's mount point covers it, and its unmount uncovers it,
+        so the one below may now be looked at through another mount point (or
+        none). A storm's mounts each have a mount point of their own, which
+        costs it a lookup per change."""
+        out: list[DevNum] = []
+        mounts, stack_at = self.mounts, self._by_point.get
+        for c in changes:
+            ids = stack_at(c.entry.mount_point)
+            if ids and (len(ids) > 1 or c.kind != ADDED):
+                out += [mounts[mid].device for mid in ids]
+            if c.old is not None and c.old.mount_point != c.entry.mount_point:  # moved
+                out += [mounts[mid].device for mid in stack_at(c.old.mount_point, ())]
+        return out
 
     def at(self, mount_point: str) -> MountEntry | None:
         """The mount visible at a path: the last one mounted there (it covers the others)."""
