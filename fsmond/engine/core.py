@@ -25,9 +25,8 @@ FileSystem) and their invariants, between inputs:
 - `_risky`: within `filesystems`: those whose FileSystem.at_risk held after
   their last observation (at_risk() asks after every batch, and a table of
   thousands of file systems must not be walked each time).
-- `_history` holds ext4 error histories of devices not
-  (yet) watched, and `_updates` what the current input changed, empty
-  between inputs.
+- `_history` holds ext4 error histories of devices not (yet) watched, and
+  `_updates` what the current input changed, empty between inputs.
 """
 
 from __future__ import annotations
@@ -283,8 +282,8 @@ class Engine:
                     "options": e.options, "super_options": e.super_options,
                     "mount_id": e.mount_id}, now, e.mount_point, per_mount=per_mount))
             else:
-                out.append(self.stamps.one(fs, "info", "unmounted", {"mount_id": e.mount_id}, now,
-                                       e.mount_point, per_mount=per_mount))
+                out.append(self.stamps.one(fs, "info", "unmounted", {"mount_id": e.mount_id},
+                                           now, e.mount_point, per_mount=per_mount))
         return out
 
     def _mount_changed(
@@ -320,9 +319,9 @@ class Engine:
             found = self.index.watch_of(dev)
             if found is None:
                 if fs is not None:
-                    out += self.stamps.of(fs, [self._watch_notice("watch-removed", fs)], now,
-                                        fs.mount_points[0] if fs.mount_points
-                                        else (gone_first or {}).get(dev, ""))
+                    point = (fs.mount_points[0] if fs.mount_points
+                             else (gone_first or {}).get(dev, ""))
+                    out += self.stamps.of(fs, [self._watch_notice("watch-removed", fs)], now, point)
                     self._set_members(fs, ())
                     del self.filesystems[dev]
                     self._risky.discard(dev)
