@@ -175,16 +175,17 @@ class Daemon:
         if self.enospc is not None:
             self.enospc.set_at_risk(bool(self._at_risk))
         for dev in step.added:
-            self._start_error_watch(self.states[dev])
+            fs = self.states[dev]
+            self._mark_errors(fs)
+            if fs.fstype in ("ext4", "ext3", "ext2"):
+                history = _error_history(dev)
+                if history is not None:
+                    self._deliver(self.engine.process(history, self._now()))
 
-    def _start_error_watch(self, fs: FsState) -> None:
-        dev, path = fs.device, fs.sample_path
-        if self.fserror is not None and path:
-            self.fserror.watch(dev, path, fs.mount_id)
-        if fs.fstype in ("ext4", "ext3", "ext2"):
-            history = _error_history(dev)
-            if history is not None:
-                self._deliver(self.engine.process(history, self._now()))
+    def _mark_errors(self, fs: FsState) -> None:
+        """A FAN_FS_ERROR mark (a no-op before the error source runs)."""
+        if self.fserror is not None and fs.sample_path:
+            self.fserror.watch(fs.device, fs.sample_path, fs.mount_id)
 
     def _schedule_tick(self) -> None:
         deadline = self.engine.next_deadline()
@@ -305,7 +306,7 @@ class Daemon:
                         tasks[-1].result()
                     self.backends.setdefault(component.name, "started")
                 for state in list(self.states.values()):
-                    self._start_error_watch(state)
+                    self._mark_errors(state)  # the error source runs now
                 if self.enospc is not None:
                     self.enospc.set_at_risk(bool(self._at_risk))
                 # Objects appear with their first sample: wait for it (a hung

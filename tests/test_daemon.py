@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from fsmond import daemon as daemon_module
 from fsmond.config import parse_config
 from fsmond.daemon import Daemon, _fs_check
-from fsmond.engine.step import Step
-from fsmond.events import Event
+from fsmond.engine.step import FsState, Step
+from fsmond.events import DevNum, ErrorHistory, Event
 from fsmond.sources import mountapi
-from tests.running import dev_of, loop_ext4, run, tmpfs
+from tests.running import dev_of, loop_ext4, run, tmpfs, wait_until
 
 pytestmark = [pytest.mark.root]
 
@@ -241,3 +242,38 @@ def test_a_file_system_whose_mount_point_is_covered_is_sampled_where_it_still_sh
             subprocess.run(["umount", "-l", str(u)], check=False)
     (reached,) = [e for e in collect.events if e.name == "threshold"]
     assert reached.details["level"] == "lower"
+
+
+def test_an_ext4_s_recorded_errors_are_its_state_from_the_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ext4 that recorded an error before fsmond started (its superblock's
+    count, in sysfs) has that ErrorCount and LastError from its first state,
+    read once (kmsg is off: nothing else could say it)."""
+    with loop_ext4(tmp_path / "img", tmp_path / "m") as (m, loop):
+        Path(f"/sys/fs/ext4/{loop}/trigger_fs_error").write_text("before start\n")
+        count = Path(f"/sys/fs/ext4/{loop}/errors_count")
+        wait_until(lambda: count.read_text().strip() != "0", "ext4 recording the error")
+        config = parse_config(f'[daemon]\nudev = false\nkmsg = false\n[[watch]]\npath = "{m}"\n')
+        at_ready: list[FsState] = []
+        stop = asyncio.Event()
+
+        def ready() -> None:
+            at_ready.extend(s for s in d.states.values() if s.fstype == "ext4")
+            stop.set()
+
+        d = Daemon(config, publishers=[Collect()], shutdown_trigger=stop.wait, ready=ready)
+        reads: list[DevNum] = []
+        real = daemon_module._error_history
+
+        def counted(dev: DevNum) -> ErrorHistory | None:
+            reads.append(dev)
+            return real(dev)
+
+        monkeypatch.setattr(daemon_module, "_error_history", counted)
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()
+    (state,) = at_ready
+    assert state.error_count == 1 and state.last_error.startswith("trigger_test_error:")
+    assert reads == [state.device]
