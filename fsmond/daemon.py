@@ -167,7 +167,10 @@ class Daemon:
             if self.fserror is not None:
                 self.fserror.unwatch(dev)
         for s in step.states:
+            was = self.states.get(s.device)
             self.states[s.device] = s
+            if was is not None and not was.sample_path and s.sample_path:
+                self._mark_errors(s)  # uncovered: it could not be marked when added
             if s.at_risk:
                 self._at_risk.add(s.device)
             else:

@@ -277,3 +277,31 @@ def test_an_ext4_s_recorded_errors_are_its_state_from_the_start(
     (state,) = at_ready
     assert state.error_count == 1 and state.last_error.startswith("trigger_test_error:")
     assert reads == [state.device]
+
+
+def test_an_ext4_covered_when_fsmond_starts_is_marked_for_errors_once_uncovered(
+        tmp_path: Path) -> None:
+    """Its FAN_FS_ERROR mark needs a path that shows it: an ext4 whose only
+    mount point is covered at start is marked when the cover goes (kmsg is
+    off, so its error can only come from the mark)."""
+    with loop_ext4(tmp_path / "img", tmp_path / "m") as (m, loop), \
+            tmpfs(m, "size=1m"):  # over the ext4
+        config = parse_config(f'[daemon]\nudev = false\nkmsg = false\n[[watch]]\npath = "{m}"\n')
+        collect = Collect()
+
+        async def uncover_then_fail() -> None:
+            await asyncio.to_thread(run, "umount", str(m))  # the tmpfs
+            # Its watch goes in the step that uncovers the ext4.
+            await collect.until(lambda events: any(
+                e.name == "watch-removed" and e.fstype == "tmpfs" for e in events))
+            trigger = Path(f"/sys/fs/ext4/{loop}/trigger_fs_error")
+            await asyncio.to_thread(trigger.write_text, "uncovered\n")
+            await collect.errors(1)
+
+        d = Daemon(config, publishers=[collect], shutdown_trigger=uncover_then_fail)
+        try:
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        finally:
+            gc.unfreeze()
+    (error,) = [e for e in collect.events if e.name == "error"]
+    assert error.fstype == "ext4" and error.details["source"] == "fanotify"
