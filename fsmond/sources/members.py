@@ -93,20 +93,20 @@ class BtrfsMembers:
                  owner_of: Callable[[DevNum], DevNum | None]) -> None:
         self._emit = emit
         self._owner_of = owner_of  # the engine's: the file system a device belongs to
-        self._watched: set[DevNum] = set()  # btrfs file systems, as the steps said
+        self._watched: set[DevNum] = set()  # btrfs file systems read (or being read)
         self._fsids: dict[DevNum, str] = {}  # btrfs file system -> its UUID (sysfs name)
         self._strangers: set[DevNum] = set()  # devices of no file system, as of the last look
 
     def follow(self, step: Step) -> None:
+        """A btrfs is read once a mount point shows it: when it is added, or
+        when a step uncovers it."""
         for dev in step.removed:
             self._watched.discard(dev)
             self._fsids.pop(dev, None)
-        if not step.added:
-            return
-        loop = asyncio.get_running_loop()
         for s in step.states:
-            if s.device in step.added and s.fstype == "btrfs" and s.sample_path:
+            if s.fstype == "btrfs" and s.sample_path and s.device not in self._watched:
                 self._watched.add(s.device)
+                loop = asyncio.get_running_loop()
                 loop.run_in_executor(None, self._read, s.device, s.sample_path, loop)
 
     def look_for(self, device: DevNum) -> None:
