@@ -8,6 +8,8 @@ tests/conftest.py enters for root sessions.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import queue
@@ -19,9 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fsmond.sources.mountinfo import parse_mountinfo
+
+if TYPE_CHECKING:
+    from fsmond.daemon import Daemon
 
 FSMOND = [sys.executable, "-m", "fsmond"]
 T = TypeVar("T")
@@ -132,6 +137,15 @@ class FsmondProcess:
             if stream is not None:
                 stream.close()
         return self.proc.returncode
+
+
+def run_daemon(d: Daemon, timeout: float = 30.0) -> None:
+    """An in-process daemon, run until its shutdown trigger fires; then the
+    test process gets its cyclic GC back (the daemon freezes it at ready)."""
+    try:
+        asyncio.run(asyncio.wait_for(d.run(), timeout))
+    finally:
+        gc.unfreeze()
 
 
 @contextmanager

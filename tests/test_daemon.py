@@ -20,7 +20,7 @@ from fsmond.daemon import Daemon, _fs_check
 from fsmond.engine.step import FsState, Step
 from fsmond.events import DevNum, ErrorHistory, Event
 from fsmond.sources import mountapi
-from tests.running import dev_of, loop_ext4, run, tmpfs, wait_until
+from tests.running import dev_of, loop_ext4, run, run_daemon, tmpfs, wait_until
 
 pytestmark = [pytest.mark.root]
 
@@ -69,10 +69,7 @@ def test_ready_after_every_component_then_injected_shutdown(tmp_path: Path) -> N
             stop.set()  # stop as soon as it is ready
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=stop.wait, ready=ready)
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()  # give the test process its collector back
+        run_daemon(d)
     assert seen_at_ready["filesystems"] == 1 and seen_at_ready["mounts"] > 0
     assert seen_at_ready["mount_backend"] == "fanotify"
     assert "kmsg" in seen_at_ready["error_backends"]  # type: ignore[operator]
@@ -98,10 +95,7 @@ def test_a_component_that_loses_the_stop_s_cancel_still_stops(tmp_path: Path) ->
     stop = asyncio.Event()
     d = Daemon(config, publishers=[LosesOneCancel()], shutdown_trigger=stop.wait,
                ready=stop.set)
-    try:
-        asyncio.run(asyncio.wait_for(d.run(), 30))  # it never stopped before
-    finally:
-        gc.unfreeze()
+    run_daemon(d)  # it never stopped before
 
 
 def test_an_ext4_error_is_one_event_with_both_views_from_the_fanotify_read(
@@ -120,10 +114,7 @@ def test_an_ext4_error_is_one_event_with_both_views_from_the_fanotify_read(
             await collect.errors(1)
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=stop_after_error)
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()
+        run_daemon(d)
     calls = [(events, task) for events, task in collect.calls
              if any(e.name == "error" for e in events)]
     assert len(calls) == 1
@@ -154,10 +145,7 @@ def test_a_step_back_of_the_wall_clock_never_silences_errors(
 
         d = Daemon(config, publishers=[collect],
                    shutdown_trigger=two_errors_an_hour_apart_by_the_wall_clock)
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()
+        run_daemon(d)
     first, second = [e for e in collect.events if e.name == "error"]
     assert second.details["count"] >= 1  # the folded one (it keeps the window's text)
     assert second.time < first.time - 3000  # stamps still follow the wall clock
@@ -179,10 +167,7 @@ def test_without_statmount_samples_are_checked_by_the_mount_id(
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=lambda: collect.until(
             lambda events: any(e.name == "threshold" for e in events)))
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()
+        run_daemon(d)
     assert d.sampler._check is mountapi.shows_mount
     (reached,) = [e for e in collect.events if e.name == "threshold"]
     assert reached.details["level"] == "lower" and reached.details["available"] == 1 << 20
@@ -235,9 +220,8 @@ def test_a_file_system_whose_mount_point_is_covered_is_sampled_where_it_still_sh
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=cover_then_fill)
         try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
+            run_daemon(d)
         finally:
-            gc.unfreeze()
             subprocess.run(["umount", "-l", str(a)], check=False)  # the one over it
             subprocess.run(["umount", "-l", str(u)], check=False)
     (reached,) = [e for e in collect.events if e.name == "threshold"]
@@ -270,10 +254,7 @@ def test_an_ext4_s_recorded_errors_are_its_state_from_the_start(
             return real(dev)
 
         monkeypatch.setattr(daemon_module, "_error_history", counted)
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()
+        run_daemon(d)
     (state,) = at_ready
     assert state.error_count == 1 and state.last_error.startswith("trigger_test_error:")
     assert reads == [state.device]
@@ -299,9 +280,6 @@ def test_an_ext4_covered_when_fsmond_starts_is_marked_for_errors_once_uncovered(
             await collect.errors(1)
 
         d = Daemon(config, publishers=[collect], shutdown_trigger=uncover_then_fail)
-        try:
-            asyncio.run(asyncio.wait_for(d.run(), 30))
-        finally:
-            gc.unfreeze()
+        run_daemon(d)
     (error,) = [e for e in collect.events if e.name == "error"]
     assert error.fstype == "ext4" and error.details["source"] == "fanotify"

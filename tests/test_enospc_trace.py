@@ -9,7 +9,6 @@ events skips these tests with the reason.
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from tests.running import (
     dev_of,
     fsmond,
     run,
+    run_daemon,
     tmpfs,
     wait_until,
 )
@@ -209,10 +209,7 @@ def test_without_tracefs_get_status_says_unavailable(
         stop.set()
 
     d = Daemon(config, shutdown_trigger=stop.wait, ready=ready)
-    try:
-        asyncio.run(asyncio.wait_for(d.run(), 30))
-    finally:
-        gc.unfreeze()
+    run_daemon(d)
     assert status["enospc_trace"] == "unavailable"
     assert "tracefs is not mounted" in status["unavailable"]["enospc-trace"]  # type: ignore[index]
 
